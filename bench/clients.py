@@ -1,0 +1,213 @@
+"""The driver's side of publishers and subscribers inside a worker.
+
+:class:`SubscriberSink` receives payloads from a target and does the per
+message accounting; :class:`PublisherRunner` stamps envelopes and follows the
+open-loop schedule (or sends flat out in closed loop). Both keep their hot
+loops free of histogram calls: latencies go into ``array('q')`` buffers that
+:mod:`msgbench.stats` bins in bulk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from collections.abc import Sequence
+
+from msgbench.accounting import SequenceTracker
+from msgbench.config import RunConfig
+from msgbench.envelope import HEADER, Kind, padding
+from msgbench.schedule import Schedule
+from msgbench.target import Publisher, Sink
+
+MIN_SLEEP_S = 0.001
+"""Shortest wait between open-loop sends: the event loop's timers have millisecond
+resolution, and a shorter sleep turns into a busy loop that would bill its CPU to the
+design under test. Messages due meanwhile leave together, stamped with their intended
+times, so the wait shows in latency and in the publish delay rather than hiding."""
+
+_PROBE = int(Kind.PROBE)
+_WARMUP = int(Kind.WARMUP)
+_MEASURE = int(Kind.MEASURE)
+
+
+class Buffers:
+    """Latency values waiting to be binned, shared by every client of a worker."""
+
+    def __init__(self) -> None:
+        self.latency: array[int] = array("q")
+        self.latency_raw: array[int] = array("q")
+        self.publish_delay: array[int] = array("q")
+
+
+class SubscriberSink(Sink):
+    """Accounts every payload one subscriber receives."""
+
+    def __init__(
+        self, sub_id: int, topic: int, buffers: Buffers, delay_s: float, record_raw: bool = True
+    ) -> None:
+        self.sub_id = sub_id
+        self.topic = topic
+        self.tracker = SequenceTracker()
+        self.delivered = 0
+        self.delivered_in_window = 0
+        self.misrouted = 0
+        self.heard: set[int] = set()
+        self.events: list[str] = []
+        self.disconnect_reason: str | None = None
+        self.measure_end_ns = 1 << 62
+        self._delay_s = delay_s
+        self._lat = buffers.latency.append
+        self._raw = buffers.latency_raw.append
+        # In closed loop the intended time is the send time, so the uncorrected latency
+        # would be a second copy of the same numbers: skip it and halve the recording cost.
+        self._record_raw = record_raw
+
+    def deliver(self, payloads: Sequence[bytes]) -> None:
+        """Classify each payload and buffer its latency (see :class:`Sink`)."""
+        now = time.monotonic_ns()
+        unpack = HEADER.unpack_from
+        nxt = self.tracker.next_seq
+        observe = self.tracker.observe
+        lat = self._lat
+        raw = self._raw
+        my_topic = self.topic
+        record_raw = self._record_raw
+        delivered = 0
+        for p in payloads:
+            kind, topic, pub, seq, intended, sent = unpack(p)
+            key = pub << 16 | topic
+            if seq == nxt.get(key):
+                nxt[key] = seq + 1
+            elif topic != my_topic:
+                self.misrouted += 1
+                continue
+            elif not observe(key, seq):
+                continue
+            if kind == _MEASURE:
+                delivered += 1
+                lat(now - intended)
+                if record_raw:
+                    raw(now - sent)
+            elif kind == _PROBE:
+                self.heard.add(pub)
+        self.delivered += delivered
+        if now < self.measure_end_ns:
+            self.delivered_in_window += delivered
+        if self._delay_s:
+            # A slow consumer: block the loop, so the transport backs up as it would
+            # behind a subscriber that cannot keep up.
+            time.sleep(self._delay_s * len(payloads))
+
+    def disconnected(self, reason: str) -> None:
+        """Record that the transport dropped this subscriber (see :class:`Sink`)."""
+        if self.disconnect_reason is None:
+            self.disconnect_reason = reason
+            self.events.append(f"subscriber {self.sub_id} disconnected: {reason}")
+
+    def totals(self) -> dict[str, int]:
+        """Final counters for the Done message."""
+        t = self.tracker
+        return {
+            "sub": self.sub_id,
+            "topic": self.topic,
+            "delivered": self.delivered,
+            "delivered_in_window": self.delivered_in_window,
+            "duplicated": t.duplicated,
+            "reordered": t.reordered,
+            "gaps": t.lost_gaps,
+            "misrouted": self.misrouted,
+            "disconnected": int(self.disconnect_reason is not None),
+        }
+
+
+class PublisherRunner:
+    """Stamps and sends one publisher's messages; topics take turns message by message."""
+
+    def __init__(
+        self, pub_id: int, publisher: Publisher, config: RunConfig, buffers: Buffers
+    ) -> None:
+        self.pub_id = pub_id
+        self.publisher = publisher
+        self.topics = config.topic_names()
+        self.rate = config.rate
+        self.batch = config.effective_batch()
+        self.pad = padding(config.size)
+        self.seq = [0] * len(self.topics)
+        self.measured = [0] * len(self.topics)
+        self.published_total = 0
+        self._delay = buffers.publish_delay
+
+    async def probe(self) -> None:
+        """Send one PROBE message on every topic."""
+        now = time.monotonic_ns()
+        for t, name in enumerate(self.topics):
+            await self.publisher.publish(name, [self._pack(_PROBE, t, now, now)])
+
+    def _pack(self, kind: int, topic: int, intended: int, sent: int) -> bytes:
+        seq = self.seq[topic]
+        self.seq[topic] = seq + 1
+        return HEADER.pack(kind, topic, self.pub_id, seq, intended, sent) + self.pad
+
+    async def _send(self, kind: int, first: int, intendeds: Sequence[int], now: int) -> None:
+        """Send messages ``first ..`` with the given intended times; message i goes to topic
+        ``i % topics``."""
+        ntop = len(self.topics)
+        pack = HEADER.pack
+        pad = self.pad
+        pub = self.pub_id
+        seqs = self.seq
+        groups: list[list[bytes]] = [[] for _ in range(ntop)]
+        for k, intended in enumerate(intendeds):
+            t = (first + k) % ntop
+            groups[t].append(pack(kind, t, pub, seqs[t], intended, now) + pad)
+            seqs[t] += 1
+        for t, group in enumerate(groups):
+            if group:
+                await self.publisher.publish(self.topics[t], group)
+                if kind == _MEASURE:
+                    self.measured[t] += len(group)
+        self.published_total += len(intendeds)
+
+    async def run(self, start_ns: int, measure_start_ns: int, measure_end_ns: int) -> None:
+        """Publish from ``start_ns`` until ``measure_end_ns``; see the module docstring."""
+        if self.rate is None:
+            await self._closed_loop(measure_start_ns, measure_end_ns)
+        else:
+            await self._open_loop(Schedule(start_ns, self.rate), measure_start_ns, measure_end_ns)
+
+    async def _closed_loop(self, measure_start_ns: int, measure_end_ns: int) -> None:
+        batch = self.batch
+        i = 0
+        while True:
+            now = time.monotonic_ns()
+            if now >= measure_end_ns:
+                return
+            kind = _WARMUP if now < measure_start_ns else _MEASURE
+            # Closed loop: nothing is scheduled, so "intended" is the send time itself.
+            await self._send(kind, i, [now] * batch, now)
+            i += batch
+            await asyncio.sleep(0)
+
+    async def _open_loop(self, sched: Schedule, measure_start_ns: int, measure_end_ns: int) -> None:
+        total = sched.count_before(measure_end_ns)
+        first_measured = sched.count_before(measure_start_ns)
+        batch = self.batch
+        delay = self._delay
+        i = 0
+        while i < total:
+            now = time.monotonic_ns()
+            due = min(sched.due_count(now), total)
+            if due <= i:
+                await asyncio.sleep(max(MIN_SLEEP_S, (sched.intended_ns(i) - now) / 1e9))
+                continue
+            end = min(due, i + batch)
+            if i < first_measured:
+                end = min(end, first_measured)
+            kind = _WARMUP if i < first_measured else _MEASURE
+            intendeds = [sched.intended_ns(k) for k in range(i, end)]
+            await self._send(kind, i, intendeds, now)
+            if kind == _MEASURE:
+                delay.extend([now - x for x in intendeds])
+            i = end
+            await asyncio.sleep(0)

@@ -1,0 +1,435 @@
+"""Run one benchmark: serve the target, spawn workers, walk the phases, collect.
+
+Phases: subscribe barrier, probe, warm-up, measure, drain, collect. Every
+wait has a deadline and every worker is watched (its process sentinel and its
+report heartbeat), so a crash, a hang or a lost message ends the run within
+seconds with a reason instead of a stuck terminal. Whatever happens, every
+child process is stopped in ``finally`` and what was measured is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from typing import Any, Protocol
+
+from msgbench import environment
+from msgbench.aggregate import Aggregator
+from msgbench.config import RunConfig
+from msgbench.control import (
+    Done,
+    Failed,
+    Message,
+    PipeChannel,
+    Probe,
+    ProbeStatus,
+    PubDone,
+    Ready,
+    Report,
+    Start,
+    Stop,
+)
+from msgbench.plan import plan_workers
+from msgbench.procstats import CostMeter
+from msgbench.registry import load_target
+from msgbench.results import (
+    STATUS_DEGRADED,
+    STATUS_FAILED,
+    STATUS_OK,
+    RunResult,
+    SecondStats,
+)
+from msgbench.target import Endpoint, ServeSpec, TargetError
+from msgbench.worker import WorkerSpec, worker_main
+
+SETUP_TIMEOUT_S = 20.0
+START_DELAY_S = 0.2
+WORKER_SILENCE_S = 5.0
+PUBDONE_GRACE_S = 5.0
+DRAIN_MAX_S = 30.0
+STOP_TIMEOUT_S = 5.0
+JOIN_TIMEOUT_S = 2.0
+POLL_S = 0.05
+PROGRESS_LAG_S = 0.15
+NS = 1_000_000_000
+
+
+class RunAborted(Exception):
+    """The run cannot go on; ``str(exc)`` says why in one line."""
+
+
+class Progress(Protocol):
+    """Receives what a user watching the run wants to see."""
+
+    def phase(self, name: str) -> None:
+        """A phase began (``starting``, ``probing``, ``warm-up``, ``measuring``, ``draining``)."""
+
+    def second(self, stats: SecondStats, lost_so_far: int) -> None:
+        """One measurement second completed."""
+
+
+class NullProgress:
+    """Shows nothing."""
+
+    def phase(self, name: str) -> None:
+        """See :class:`Progress`."""
+
+    def second(self, stats: SecondStats, lost_so_far: int) -> None:
+        """See :class:`Progress`."""
+
+
+@dataclass
+class _WorkerHandle:
+    spec: WorkerSpec
+    process: BaseProcess
+    chan: PipeChannel
+    last_heard: float
+    ready: bool = False
+    probe_complete: bool = False
+    probe_missing: list[list[int]] = field(default_factory=list)
+    pub_done: bool = False
+    done: bool = False
+    hung: bool = False
+
+
+class Coordinator:
+    """Runs one configuration and returns its :class:`RunResult`."""
+
+    def __init__(self, config: RunConfig, progress: Progress | None = None) -> None:
+        config.validate()
+        self.config = config
+        self.progress = progress or NullProgress()
+        self.target = load_target(config.target)
+        self.agg = Aggregator(config)
+        self.meter = CostMeter()
+        self.workers: list[_WorkerHandle] = []
+        self.reasons: list[str] = []
+        self.failed = False
+        self.endpoint = Endpoint()
+        self.watch_heartbeat = False
+        self.measure_start_ns = 0
+
+    # -- public -----------------------------------------------------------
+    def run(self) -> RunResult:
+        """Run every phase; never raises for a failure during the run, only for bad setup.
+
+        Raises :class:`TargetError` when the target cannot run here or rejects
+        its options. A failure or Ctrl-C after that yields a partial result
+        with status ``failed``.
+        """
+        availability = self.target.check()
+        if not availability.ok:
+            raise TargetError(
+                f"target {self.config.target!r} cannot run here: {availability.detail}"
+            )
+        self.target.validate(self.config.target_options)
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        self.meter.add("coordinator", os.getpid())
+        spec = ServeSpec(
+            self.config.pubs,
+            self.config.subs,
+            self.config.topic_names(),
+            dict(self.config.target_options),
+        )
+        self.progress.phase("starting")
+        try:
+            with self.target.serve(spec) as endpoint:
+                self.endpoint = endpoint
+                for proc in endpoint.processes:
+                    self.meter.add(proc.role, proc.pid)
+                try:
+                    self._phases()
+                except RunAborted as exc:
+                    self._fail(str(exc))
+                except KeyboardInterrupt:
+                    self._fail("interrupted by the user (Ctrl-C)")
+                finally:
+                    self._shutdown()
+        except KeyboardInterrupt:
+            self._fail("interrupted by the user (Ctrl-C)")
+            self._shutdown()
+        except (TargetError, OSError) as exc:
+            if not self.workers:
+                raise
+            self._fail(f"target error: {exc}")
+            self._shutdown()
+        return self._result(started)
+
+    # -- phases -----------------------------------------------------------
+    def _phases(self) -> None:
+        cfg = self.config
+        self._spawn()
+        self._wait_until(
+            lambda: all(w.ready for w in self.workers),
+            time.monotonic() + SETUP_TIMEOUT_S,
+            lambda: (
+                "workers not ready within "
+                f"{SETUP_TIMEOUT_S:.0f} s: "
+                + ", ".join(w.spec.describe() for w in self.workers if not w.ready)
+            ),
+        )
+        self.progress.phase("probing")
+        self._broadcast(Probe())
+        self._wait_until(
+            lambda: all(w.probe_complete for w in self.workers),
+            time.monotonic() + cfg.probe_timeout_s,
+            self._probe_failure,
+        )
+        start_ns = time.monotonic_ns() + int(START_DELAY_S * NS)
+        self.measure_start_ns = start_ns + int(cfg.warmup_s * NS)
+        measure_end_ns = self.measure_start_ns + int(cfg.duration_s * NS)
+        self._broadcast(Start(start_ns, self.measure_start_ns, measure_end_ns))
+        self.watch_heartbeat = True
+        for w in self.workers:
+            w.last_heard = time.monotonic()
+        if cfg.warmup_s > 0:
+            self.progress.phase("warm-up")
+        self._wait_until_ns(self.measure_start_ns)
+        self.meter.mark_measure_start()
+        self.progress.phase("measuring")
+        k = 0
+        while True:
+            tick = self.measure_start_ns + (k + 1) * NS + int(PROGRESS_LAG_S * NS)
+            if tick > measure_end_ns:
+                break
+            self._wait_until_ns(tick)
+            self._show_second(k)
+            k += 1
+        self._wait_until_ns(measure_end_ns)
+        self.meter.mark_measure_end()
+        self.progress.phase("draining")
+        pub_workers = [w for w in self.workers if w.spec.pubs]
+        self._wait_until(
+            lambda: all(w.pub_done for w in pub_workers),
+            time.monotonic() + PUBDONE_GRACE_S,
+            lambda: (
+                "publishers did not finish within "
+                f"{PUBDONE_GRACE_S:.0f} s after the measurement ended"
+            ),
+        )
+        self._drain()
+        self._show_second(k)  # the last (possibly partial) second
+
+    def _drain(self) -> None:
+        expected = self.agg.expected()
+        deadline = time.monotonic() + DRAIN_MAX_S
+        last_count = -1
+        quiet_since = time.monotonic()
+        while self.agg.delivered < expected:
+            now = time.monotonic()
+            if self.agg.delivered != last_count:
+                last_count = self.agg.delivered
+                quiet_since = now
+            if now - quiet_since >= self.config.drain_timeout_s:
+                return  # quiet: what has not arrived is lost
+            if now >= deadline:
+                self.reasons.append(f"drain still receiving after {DRAIN_MAX_S:.0f} s; stopped")
+                return
+            self._pump(POLL_S)
+
+    def _probe_failure(self) -> str:
+        missing = [(w, m) for w in self.workers for m in w.probe_missing]
+        if not missing:
+            return f"probe timed out after {self.config.probe_timeout_s:g} s"
+        pairs = "; ".join(
+            f"subscriber {s} never heard publisher {p}"
+            for _, (s, p) in zip(range(5), (m for _, m in missing), strict=False)
+        )
+        more = f" (and {len(missing) - 5} more pairs)" if len(missing) > 5 else ""
+        return f"probe timed out after {self.config.probe_timeout_s:g} s: {pairs}{more}"
+
+    def _show_second(self, k: int) -> None:
+        stats = self.agg.second(k)
+        if stats is not None:
+            self.progress.second(stats, self.agg.totals["gaps"])
+
+    # -- workers ----------------------------------------------------------
+    def _spawn(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        plans = plan_workers(self.config, self.target.colocated)
+        for i, plan in enumerate(plans):
+            spec = WorkerSpec(
+                i, self.config.to_json(), dict(self.endpoint.data), plan.pubs, plan.subs
+            )
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=worker_main,
+                args=(spec.to_json(), child),
+                name=f"msgbench-worker-{i}",
+                daemon=True,
+            )
+            proc.start()
+            child.close()
+            self.workers.append(_WorkerHandle(spec, proc, PipeChannel(parent), time.monotonic()))
+            if proc.pid is not None:
+                self.meter.add(f"worker {i}", proc.pid)
+
+    def _broadcast(self, msg: Message) -> None:
+        for w in self.workers:
+            if w.process.is_alive():
+                with contextlib.suppress(OSError):
+                    w.chan.send(msg)
+
+    def _wait_until_ns(self, t_ns: int) -> None:
+        while True:
+            left = (t_ns - time.monotonic_ns()) / NS
+            if left <= 0:
+                return
+            self._pump(min(left, POLL_S))
+
+    def _wait_until(
+        self, cond: Callable[[], bool], deadline: float, why: Callable[[], str]
+    ) -> None:
+        while not cond():
+            if time.monotonic() >= deadline:
+                raise RunAborted(why())
+            self._pump(POLL_S)
+
+    def _pump(self, timeout: float, tolerate: bool = False) -> None:
+        """Handle every control message or process exit within ``timeout`` seconds."""
+        live = [w for w in self.workers if not w.done]
+        by_obj: dict[Any, _WorkerHandle] = {}
+        for w in live:
+            by_obj[w.chan.conn] = w
+            by_obj[w.process.sentinel] = w
+        for obj in wait(list(by_obj), timeout):
+            w = by_obj[obj]
+            if obj is w.chan.conn:
+                self._drain_channel(w, tolerate)
+            elif not w.done:
+                self._drain_channel(w, tolerate)
+                if not w.done and not tolerate:
+                    raise RunAborted(self._death(w))
+        if self.watch_heartbeat and not tolerate:
+            now = time.monotonic()
+            for w in live:
+                if not w.done and now - w.last_heard > WORKER_SILENCE_S:
+                    w.hung = True
+                    raise RunAborted(
+                        f"{w.spec.describe()} sent nothing for {WORKER_SILENCE_S:.0f} s (hung?)"
+                    )
+
+    def _drain_channel(self, w: _WorkerHandle, tolerate: bool) -> None:
+        try:
+            while not w.done and w.chan.poll():
+                self._handle(w, w.chan.recv(), tolerate)
+        except (EOFError, OSError):
+            if not tolerate and not w.done:
+                raise RunAborted(self._death(w)) from None
+            w.done = True
+
+    @staticmethod
+    def _death(w: _WorkerHandle) -> str:
+        w.process.join(JOIN_TIMEOUT_S)
+        code = w.process.exitcode
+        if code is None:
+            return f"{w.spec.describe()} closed its control pipe but is still running"
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        return f"{w.spec.describe()} exited unexpectedly ({how})"
+
+    def _handle(self, w: _WorkerHandle, msg: Message, tolerate: bool) -> None:
+        w.last_heard = time.monotonic()
+        if isinstance(msg, Report):
+            self.agg.add_report(msg)
+            for event in msg.events:
+                if event not in self.reasons:
+                    self.reasons.append(event)
+        elif isinstance(msg, ProbeStatus):
+            w.probe_complete = msg.complete
+            w.probe_missing = msg.missing
+        elif isinstance(msg, Ready):
+            w.ready = True
+        elif isinstance(msg, PubDone):
+            w.pub_done = True
+            self.agg.add_pubdone(msg)
+        elif isinstance(msg, Done):
+            w.done = True
+            self.agg.add_done(msg)
+        elif isinstance(msg, Failed):
+            text = f"{w.spec.describe()} failed: {msg.reason}"
+            if tolerate:
+                if text not in self.reasons:
+                    self.reasons.append(text)
+            else:
+                raise RunAborted(text)
+
+    def _fail(self, reason: str) -> None:
+        self.failed = True
+        self.reasons.insert(0, reason)
+
+    def _shutdown(self) -> None:
+        """Stop every worker: ask, wait for Done, then terminate and kill what is left."""
+        self.meter.sample()
+        for w in self.workers:
+            if w.hung:  # it will not answer; do not make the user wait for it
+                w.process.kill()
+        self._broadcast(Stop())
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        with contextlib.suppress(KeyboardInterrupt):
+            while any(not w.done and not w.hung and w.process.is_alive() for w in self.workers):
+                if time.monotonic() >= deadline:
+                    self.reasons.append("some workers did not stop in time and were killed")
+                    break
+                self._pump(POLL_S, tolerate=True)
+        for w in self.workers:
+            w.process.join(JOIN_TIMEOUT_S if w.done else 0)
+            if w.process.is_alive():
+                w.process.terminate()
+                w.process.join(JOIN_TIMEOUT_S)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+            w.chan.close()
+
+    # -- result -----------------------------------------------------------
+    def _result(self, started: str) -> RunResult:
+        costs = self.meter.costs()
+        cpu_window = sum(c.cpu_s for c in costs)
+        summary = self.agg.summary(cpu_window)
+        reasons = list(self.reasons)
+        if summary.lost:
+            reasons.append(f"{summary.lost} of {summary.expected} expected deliveries lost")
+        if summary.duplicated:
+            reasons.append(f"{summary.duplicated} deliveries duplicated")
+        if summary.reordered:
+            reasons.append(f"{summary.reordered} deliveries reordered")
+        if summary.misrouted:
+            reasons.append(f"{summary.misrouted} deliveries on a topic never subscribed to")
+        if summary.latency_out_of_range:
+            reasons.append(
+                f"{summary.latency_out_of_range} latency values outside the "
+                "histogram range (clamped)"
+            )
+        if self.failed:
+            status = STATUS_FAILED
+        elif reasons:
+            status = STATUS_DEGRADED
+        else:
+            status = STATUS_OK
+        return RunResult(
+            config=self.config.to_json(),
+            environment=environment.collect(),
+            status=status,
+            reasons=reasons,
+            partial=self.failed,
+            started_at=started,
+            summary=summary,
+            processes=[c.to_json() for c in costs],
+            series=self.agg.series(),
+            histograms={
+                "latency": self.agg.latency.encode(),
+                "latency_uncorrected": self.agg.latency_raw.encode(),
+                "publish_delay": self.agg.publish_delay.encode(),
+            },
+            subscribers=[self.agg.subscribers[k] for k in sorted(self.agg.subscribers)],
+            target={"name": self.config.target, **dict(self.endpoint.info)},
+            latency_mode="open-loop" if self.config.rate is not None else "closed-loop",
+        )

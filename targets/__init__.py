@@ -1,0 +1,1 @@
+"""The designs under test, one module per target."""

@@ -1,0 +1,57 @@
+"""Shared fixtures: run the real ``msgbench`` command and read what it wrote."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+RUN_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """What one ``msgbench`` invocation produced."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    out_dir: Path
+
+    def result_files(self) -> list[Path]:
+        """Result documents written to the run's ``--out`` directory."""
+        return sorted(self.out_dir.glob("*.json"))
+
+    def result(self) -> dict[str, Any]:
+        """The single result document written by the run."""
+        files = self.result_files()
+        assert len(files) == 1, f"expected one result file, found {files}"
+        data: dict[str, Any] = json.loads(files[0].read_text())
+        return data
+
+
+def msgbench_argv(*args: str) -> list[str]:
+    """argv that runs this checkout's msgbench with the current interpreter."""
+    return [sys.executable, "-m", "msgbench", *args]
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> Any:
+    """Call as ``run_cli("run", "--subs", "2", ...)``; ``--out`` points into tmp_path."""
+
+    def _run(*args: str, timeout: float = RUN_TIMEOUT_S) -> CliRun:
+        out = tmp_path / "results"
+        argv = list(args)
+        if argv and argv[0] == "run" and "--out" not in argv:
+            argv += ["--out", str(out)]
+        proc = subprocess.run(
+            msgbench_argv(*argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+        return CliRun(proc.returncode, proc.stdout, proc.stderr, out)
+
+    return _run

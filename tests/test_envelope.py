@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import pytest
+
+from msgbench import envelope
+from msgbench.envelope import HEADER_SIZE, Envelope, Kind
+
+
+def test_round_trip_keeps_every_field_and_pads_to_size() -> None:
+    env = Envelope(Kind.MEASURE, 513, 70_000, 2**40 + 7, 123_456_789_012, 123_456_799_999)
+    payload = envelope.encode(env, envelope.padding(100))
+    assert len(payload) == 100
+    assert envelope.decode(payload) == env
+
+
+def test_header_only_size_is_allowed_and_smaller_is_refused() -> None:
+    assert envelope.padding(HEADER_SIZE) == b""
+    with pytest.raises(ValueError, match="smaller than"):
+        envelope.padding(HEADER_SIZE - 1)
+
+
+def test_decode_rejects_short_and_unknown_payloads() -> None:
+    with pytest.raises(ValueError):
+        envelope.decode(b"\x03" * (HEADER_SIZE - 1))
+    bad = bytearray(envelope.encode(Envelope(Kind.PROBE, 0, 1, 2, 3, 4)))
+    bad[0] = 99
+    with pytest.raises(ValueError):
+        envelope.decode(bytes(bad))

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from msgbench.schedule import NS_PER_S, Schedule
+
+
+def test_intended_times_come_from_the_start_not_from_now() -> None:
+    s = Schedule(start_ns=1_000, rate=3.0)
+    assert [s.intended_ns(i) for i in range(4)] == [
+        1_000,
+        1_000 + 333_333_333,
+        1_000 + 666_666_666,
+        1_000 + NS_PER_S,
+    ]
+
+
+def test_due_count_is_exact_at_boundaries() -> None:
+    s = Schedule(start_ns=0, rate=1000.0)
+    assert s.due_count(-1) == 0
+    assert s.due_count(0) == 1
+    assert s.due_count(999_999) == 1
+    assert s.due_count(1_000_000) == 2
+    assert s.count_before(NS_PER_S) == 1000
+    # a long stall does not shift the schedule: everything due is due at once
+    assert s.due_count(5 * NS_PER_S) == 5001
+
+
+@pytest.mark.parametrize("rate", [0.0, -1.0])
+def test_rate_must_be_positive(rate: float) -> None:
+    with pytest.raises(ValueError):
+        Schedule(0, rate)
+
+
+def test_fractional_rates_do_not_drift() -> None:
+    s = Schedule(start_ns=0, rate=7.0)
+    assert s.count_before(60 * NS_PER_S) == 420
