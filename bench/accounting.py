@@ -59,7 +59,8 @@ class SequenceTracker:
     ``msgbench.worker``); this class holds the state and the slow path.
     """
 
-    __slots__ = ("duplicated", "gaps", "lost_gaps", "next_seq", "reordered")
+    __slots__ = ("churn_lost", "churn_pending", "duplicated", "gaps", "lost_gaps", "next_seq",
+                 "reordered")
 
     def __init__(self) -> None:
         self.next_seq: dict[int, int] = {}
@@ -68,6 +69,24 @@ class SequenceTracker:
         self.lost_gaps = 0
         self.duplicated = 0
         self.reordered = 0
+        self.churn_pending: set[int] = set()
+        """Streams not heard from since the subscriber came back from an absence."""
+        self.churn_lost = 0
+
+    def returned(self) -> None:
+        """The subscriber is back after an absence: the next gap of each known stream is what
+        was published while it was away."""
+        self.churn_pending = set(self.next_seq)
+
+    def settle_churn(self, key: int, seq: int) -> None:
+        """First message of stream ``key`` after an absence: book its gap as churn loss."""
+        self.churn_pending.discard(key)
+        expected = self.next_seq.get(key)
+        if expected is not None and seq > expected:
+            before = self.lost_gaps
+            self.unexpected(key, seq, expected)
+            self.churn_lost += self.lost_gaps - before
+            self.next_seq[key] = seq  # let the caller account ``seq`` itself as in order
 
     def unexpected(self, key: int, seq: int, expected: int) -> bool:
         """Handle ``seq`` != ``expected`` on stream ``key``; return True if it is new.

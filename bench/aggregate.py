@@ -19,6 +19,7 @@ from msgbench.stats import Histogram
 @dataclass
 class _Second:
     published: int = 0
+    expected: int = 0
     delivered: int = 0
     gaps: int = 0
     duplicated: int = 0
@@ -59,9 +60,10 @@ class Aggregator:
         self.latency.add(lat)
         self.latency_raw.add(Histogram.decode(r.latency_raw))
         self.publish_delay.add(Histogram.decode(r.publish_delay))
-        if r.second >= 0 and (r.delivered or r.published or r.gaps):
+        if r.second >= 0 and (r.delivered or r.published or r.gaps or r.expected):
             s = self.seconds[r.second]
             s.published += r.published
+            s.expected += r.expected
             s.delivered += r.delivered
             s.gaps += r.gaps
             s.duplicated += r.duplicated
@@ -89,8 +91,12 @@ class Aggregator:
         per_topic = self.config.subs_per_topic()
         return sum(n * per_topic[t] for (_, t), n in self.published_streams.items())
 
-    def second(self, k: int) -> SecondStats | None:
-        """The stats of measurement second ``k``, or None if nothing happened in it."""
+    def second(self, k: int, backlog: int = 0, encode: bool = False) -> SecondStats | None:
+        """The stats of measurement second ``k``, or None if nothing happened in it.
+
+        ``backlog`` is carried through (it needs every earlier second, see :meth:`series`);
+        ``encode`` adds the second's encoded latency histogram.
+        """
         if k not in self.seconds:
             return None
         s = self.seconds[k]
@@ -105,15 +111,25 @@ class Aggregator:
             lat.value_at(50.0),
             lat.value_at(99.0),
             int(lat.hdr.get_max_value()) if lat.count else 0,
+            expected=s.expected,
+            backlog=backlog,
+            histogram=lat.encode() if encode else "",
         )
 
     def series(self) -> list[SecondStats]:
-        """Per-second stats in order; a second with nothing in it is listed as zeros."""
+        """Per-second stats in order, with backlog and encoded histograms; an empty second
+        is listed as zeros."""
         if not self.seconds:
             return []
         out = []
+        owed = 0
         for k in range(max(self.seconds) + 1):
-            out.append(self.second(k) or SecondStats(k, 0, 0, 0, 0, 0, 0, 0, 0))
+            s = self.seconds.get(k)
+            if s is not None:
+                # gaps are messages that will never come: owed, but not waiting
+                owed += s.expected - s.delivered - s.gaps
+            out.append(self.second(k, max(0, owed), encode=True)
+                       or SecondStats(k, 0, 0, 0, 0, 0, 0, 0, 0, backlog=max(0, owed)))
         return out
 
     def summary(self, cpu_s: float) -> Summary:
@@ -144,4 +160,6 @@ class Aggregator:
             latency_uncorrected_ns=self.latency_raw.summary().to_json(),
             publish_delay_ns=self.publish_delay.summary().to_json(),
             latency_out_of_range=self.out_of_range,
+            lost_during_churn=min(max(0, expected - delivered),
+                                  sum(s.get("lost_during_churn", 0) for s in subs)),
         )

@@ -22,6 +22,7 @@ from msgbench.config import (
     DEFAULT_PROBE_TIMEOUT_S,
     ConfigError,
     RunConfig,
+    parse_churn,
     parse_duration,
     parse_rate,
 )
@@ -125,6 +126,7 @@ def _build_config(params: dict[str, Any], extra: dict[str, TargetOption]) -> Run
         elif value is not None:
             raise ConfigError(f"{flag} does not apply to target {target_name!r}")
     procs = params["procs"]
+    churn = parse_churn(params["churn"])
     return RunConfig(
         target=target_name,
         pubs=params["pubs"],
@@ -137,6 +139,8 @@ def _build_config(params: dict[str, Any], extra: dict[str, TargetOption]) -> Run
         procs=None if procs in (None, "auto") else _int(procs, "--procs"),
         batch=params["batch"],
         sub_delay_s=parse_duration(params["sub_delay"], "--sub-delay"),
+        churn_away_s=churn[0],
+        churn_period_s=churn[1],
         probe_timeout_s=parse_duration(params["probe_timeout"], "--probe-timeout"),
         drain_timeout_s=parse_duration(params["drain_timeout"], "--drain-timeout"),
         target_options=options,
@@ -256,6 +260,12 @@ def _make_run_command() -> click.Command:
             default="0s",
             show_default=True,
             help="Simulated processing time per received message (a slow subscriber).",
+        ),
+        click.Option(
+            ["--churn"],
+            default=None,
+            help="Subscriber churn AWAY/PERIOD (500ms/2s): each subscriber disconnects for AWAY "
+            "every PERIOD, staggered.",
         ),
         click.Option(
             ["--probe-timeout"],

@@ -44,7 +44,13 @@ class SubscriberSink(Sink):
     """Accounts every payload one subscriber receives."""
 
     def __init__(
-        self, sub_id: int, topic: int, buffers: Buffers, delay_s: float, record_raw: bool = True
+        self,
+        sub_id: int,
+        topic: int,
+        buffers: Buffers,
+        delay_s: float,
+        record_raw: bool = True,
+        inject_cost_ns: int = 0,
     ) -> None:
         self.sub_id = sub_id
         self.topic = topic
@@ -55,6 +61,8 @@ class SubscriberSink(Sink):
         self.heard: set[int] = set()
         self.events: list[str] = []
         self.disconnect_reason: str | None = None
+        self.away = False
+        """True while the driver has closed this subscription on purpose (churn)."""
         self.measure_end_ns = 1 << 62
         self._delay_s = delay_s
         self._lat = buffers.latency.append
@@ -62,11 +70,14 @@ class SubscriberSink(Sink):
         # In closed loop the intended time is the send time, so the uncorrected latency
         # would be a second copy of the same numbers: skip it and halve the recording cost.
         self._record_raw = record_raw
+        self._inject_cost_ns = inject_cost_ns
 
     def deliver(self, payloads: Sequence[bytes]) -> None:
         """Classify each payload and buffer its latency (see :class:`Sink`)."""
         now = time.monotonic_ns()
         unpack = HEADER.unpack_from
+        if self.tracker.churn_pending:
+            self._settle_churn(payloads)
         nxt = self.tracker.next_seq
         observe = self.tracker.observe
         lat = self._lat
@@ -94,14 +105,26 @@ class SubscriberSink(Sink):
         self.delivered += delivered
         if now < self.measure_end_ns:
             self.delivered_in_window += delivered
+        if self._inject_cost_ns and delivered:
+            _spin_ns(self._inject_cost_ns * delivered)
         if self._delay_s:
             # A slow consumer: block the loop, so the transport backs up as it would
             # behind a subscriber that cannot keep up.
             time.sleep(self._delay_s * len(payloads))
 
+    def _settle_churn(self, payloads: Sequence[bytes]) -> None:
+        tracker = self.tracker
+        for p in payloads:
+            _, topic, pub, seq, _, _ = HEADER.unpack_from(p)
+            key = pub << 16 | topic
+            if key in tracker.churn_pending:
+                tracker.settle_churn(key, seq)
+                if not tracker.churn_pending:
+                    return
+
     def disconnected(self, reason: str) -> None:
         """Record that the transport dropped this subscriber (see :class:`Sink`)."""
-        if self.disconnect_reason is None:
+        if self.disconnect_reason is None and not self.away:
             self.disconnect_reason = reason
             self.events.append(f"subscriber {self.sub_id} disconnected: {reason}")
 
@@ -117,8 +140,16 @@ class SubscriberSink(Sink):
             "reordered": t.reordered,
             "gaps": t.lost_gaps,
             "misrouted": self.misrouted,
+            "lost_during_churn": t.churn_lost,
             "disconnected": int(self.disconnect_reason is not None),
         }
+
+
+def _spin_ns(ns: int) -> None:
+    """Burn ``ns`` of CPU: an artificial per-message cost (see ``MSGBENCH_INJECT_COST_NS``)."""
+    end = time.perf_counter_ns() + ns
+    while time.perf_counter_ns() < end:
+        pass
 
 
 class PublisherRunner:

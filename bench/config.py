@@ -38,6 +38,16 @@ def parse_duration(text: str, what: str = "duration") -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
+def parse_churn(text: str | None) -> tuple[float, float]:
+    """Parse ``AWAY/PERIOD`` (``500ms/2s``) into seconds; None or ``none`` is no churn."""
+    if text is None or text.strip().lower() in ("", "none", "0"):
+        return 0.0, 0.0
+    away, sep, period = text.partition("/")
+    if not sep:
+        raise ConfigError(f"invalid --churn {text!r}: use AWAY/PERIOD, e.g. 500ms/2s")
+    return parse_duration(away, "--churn away time"), parse_duration(period, "--churn period")
+
+
 def parse_rate(text: str) -> float | None:
     """Parse a per-publisher rate: a positive number (``10000``, ``50k``, ``1.5M``) or ``max``.
 
@@ -76,6 +86,9 @@ class RunConfig:
     batch: int = 0
     """Messages per publish call; 0 picks a default for the rate."""
     sub_delay_s: float = 0.0
+    churn_away_s: float = 0.0
+    churn_period_s: float = 0.0
+    """Subscriber churn: each subscriber is away ``churn_away_s`` every ``churn_period_s``."""
     probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     target_options: Mapping[str, Any] = field(default_factory=dict)
@@ -108,6 +121,8 @@ class RunConfig:
             raise ConfigError("--batch cannot be negative")
         if self.sub_delay_s < 0:
             raise ConfigError("--sub-delay cannot be negative")
+        if self.churn_period_s and not 0 < self.churn_away_s < self.churn_period_s:
+            raise ConfigError("--churn AWAY/PERIOD needs 0 < AWAY < PERIOD, e.g. 500ms/2s")
 
     def topic_names(self) -> tuple[str, ...]:
         """The topic (channel) names, ``t0`` .. ``t<n-1>``."""

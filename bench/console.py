@@ -74,6 +74,8 @@ def summary_table(result: RunResult, path: str | None) -> Table:
     t.add_row("published", f"{s.published:,}")
     t.add_row("expected / delivered", f"{s.expected:,} / {s.delivered:,}")
     t.add_row("lost / duplicated / reordered", f"{s.lost:,} / {s.duplicated:,} / {s.reordered:,}")
+    if result.config.get("churn_period_s"):
+        t.add_row("  lost while away (churn)", f"{s.lost_during_churn:,}")
     t.add_row("deliveries/s", f"{format_count(s.deliveries_per_s)}  ({s.mb_per_s:.1f} MB/s)")
     lat = s.latency_ns
     t.add_row(
@@ -101,6 +103,9 @@ def summary_table(result: RunResult, path: str | None) -> Table:
         t.add_row(
             f"  {p['role']}", f"{p['cpu_s']:.2f} s CPU  peak {p['peak_rss_bytes'] / 2**20:.0f} MiB"
         )
+    injected = result.environment.get("injected_cost_ns")
+    if injected:
+        t.add_row("[red]injected cost[/red]", f"{injected} ns per delivery (MSGBENCH_INJECT_COST_NS)")
     if path:
         t.add_row("result", path)
     return t

@@ -55,6 +55,7 @@ class Report:
     worker: int
     second: int
     published: int = 0
+    expected: int = 0
     delivered: int = 0
     delivered_in_window: int = 0
     gaps: int = 0

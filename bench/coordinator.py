@@ -396,7 +396,10 @@ class Coordinator:
         summary = self.agg.summary(cpu_window)
         reasons = list(self.reasons)
         if summary.lost:
-            reasons.append(f"{summary.lost} of {summary.expected} expected deliveries lost")
+            churn = summary.lost_during_churn
+            detail = (f" ({churn} while subscribers were away, {summary.lost - churn} while "
+                      "connected)" if churn else "")
+            reasons.append(f"{summary.lost} of {summary.expected} expected deliveries lost{detail}")
         if summary.duplicated:
             reasons.append(f"{summary.duplicated} deliveries duplicated")
         if summary.reordered:

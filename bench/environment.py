@@ -67,6 +67,13 @@ def _git_revision() -> dict[str, Any]:
     return {"revision": rev, "dirty": dirty}
 
 
+def _injected() -> int:
+    try:
+        return max(0, int(os.environ.get("MSGBENCH_INJECT_COST_NS", "0") or 0))
+    except ValueError:
+        return 0
+
+
 def collect() -> dict[str, Any]:
     """Describe this machine and software for the result document."""
     libs: dict[str, str | None] = {}
@@ -89,4 +96,5 @@ def collect() -> dict[str, Any]:
         "machine": uname.machine,
         "hostname": socket.gethostname(),
         "clock": CLOCK_NOTE,
+        "injected_cost_ns": _injected(),
     }

@@ -48,6 +48,8 @@ class Summary:
     latency_uncorrected_ns: dict[str, Any]
     publish_delay_ns: dict[str, Any]
     latency_out_of_range: int
+    lost_during_churn: int = 0
+    """Part of ``lost`` that was published while its subscriber was away (``--churn``)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,12 @@ class SecondStats:
     p50_ns: int
     p99_ns: int
     max_ns: int
+    expected: int = 0
+    """Deliveries owed for what was published in this second."""
+    backlog: int = 0
+    """Owed but not yet delivered at the end of this second (all seconds so far)."""
+    histogram: str = ""
+    """This second's latency HdrHistogram, encoded (for interval logs)."""
 
 
 @dataclass(frozen=True)

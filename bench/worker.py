@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from msgbench.churn import away_windows, churn
 from msgbench.clients import Buffers, PublisherRunner, SubscriberSink
 from msgbench.config import RunConfig
 from msgbench.control import (
@@ -47,6 +48,7 @@ PROBE_STATUS_INTERVAL_S = 0.1
 CLOSE_TIMEOUT_S = 2.0
 MAX_MISSING_LISTED = 10
 NS = 1_000_000_000
+INJECT_ENV = "MSGBENCH_INJECT_COST_NS"
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class Worker:
                 self.buffers,
                 self.config.sub_delay_s,
                 record_raw=self.config.rate is not None,
+                inject_cost_ns=_injected_cost_ns(),
             )
             self.sinks.append(sink)
             self.subscriptions.append(await self.client.subscribe(sid, [topics[t]], sink))
@@ -198,6 +201,17 @@ class Worker:
             self._spawn(self._publish(msg))
         self._spawn(self._report_loop())
         self._spawn(self._flush_loop())
+        if self.config.churn_period_s:
+            self._start_churn(msg)
+
+    def _start_churn(self, msg: Start) -> None:
+        assert self.client is not None
+        topics = self.config.topic_names()
+        for slot, sink in enumerate(self.sinks):
+            windows = away_windows(sink.sub_id, self.config.subs, self.config.churn_away_s,
+                                   self.config.churn_period_s, msg.start_ns, msg.measure_end_ns)
+            self._spawn(churn(self.client, sink, [topics[sink.topic]], self.subscriptions, slot,
+                              windows))
 
     async def _flush_loop(self) -> None:
         # Binning a second's worth of values at once would stall the loop for tens of
@@ -244,8 +258,12 @@ class Worker:
         self.interval = [Histogram(), Histogram(), Histogram()]
         if self.config.rate is None:
             hists[1] = hists[0]  # closed loop: uncorrected == corrected, see SubscriberSink
+        per_topic = self.config.subs_per_topic()
         totals = {
             "published": sum(sum(r.measured) for r in self.runners),
+            "expected": sum(
+                n * per_topic[t] for r in self.runners for t, n in enumerate(r.measured)
+            ),
             "delivered": sum(s.delivered for s in self.sinks),
             "delivered_in_window": sum(s.delivered_in_window for s in self.sinks),
             "gaps": sum(s.tracker.lost_gaps for s in self.sinks),
@@ -287,6 +305,17 @@ class Worker:
             await r.publisher.close()
         if self.client is not None:
             await self.client.close()
+
+
+def _injected_cost_ns() -> int:
+    """``MSGBENCH_INJECT_COST_NS``: CPU burnt per delivered message, to test regression gates.
+
+    Recorded in the result's environment, so a slowed run never passes for a normal one.
+    """
+    try:
+        return max(0, int(os.environ.get(INJECT_ENV, "0")))
+    except ValueError:
+        return 0
 
 
 def worker_main(spec_json: str, conn: Connection) -> None:
