@@ -105,7 +105,9 @@ def summary_table(result: RunResult, path: str | None) -> Table:
         )
     injected = result.environment.get("injected_cost_ns")
     if injected:
-        t.add_row("[red]injected cost[/red]", f"{injected} ns per delivery (MSGBENCH_INJECT_COST_NS)")
+        t.add_row(
+            "[red]injected cost[/red]", f"{injected} ns per delivery (MSGBENCH_INJECT_COST_NS)"
+        )
     if path:
         t.add_row("result", path)
     return t
