@@ -61,6 +61,7 @@ class SubscriberSink(Sink):
         self.heard: set[int] = set()
         self.events: list[str] = []
         self.disconnect_reason: str | None = None
+        self._noted: set[str] = set()
         self.away = False
         """True while the driver has closed this subscription on purpose (churn)."""
         self.measure_end_ns = 1 << 62
@@ -127,6 +128,13 @@ class SubscriberSink(Sink):
         if self.disconnect_reason is None and not self.away:
             self.disconnect_reason = reason
             self.events.append(f"subscriber {self.sub_id} disconnected: {reason}")
+
+    def note(self, reason: str) -> None:
+        """Pass ``reason`` on to the result, once (see :class:`Sink`)."""
+        text = f"subscriber {self.sub_id}: {reason}"
+        if text not in self._noted:
+            self._noted.add(text)
+            self.events.append(text)
 
     def totals(self) -> dict[str, int]:
         """Final counters for the Done message."""

@@ -99,6 +99,11 @@ class Sink(abc.ABC):
     def disconnected(self, reason: str) -> None:
         """The transport dropped this subscriber (server gone, output buffer limit ...)."""
 
+    @abc.abstractmethod
+    def note(self, reason: str) -> None:
+        """Say something the result must mention about this subscriber, once per distinct
+        text (for example: messages were trimmed before it could read them)."""
+
 
 class Publisher(abc.ABC):
     """Sends opaque payloads on a topic."""
