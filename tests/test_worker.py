@@ -6,6 +6,8 @@ import asyncio
 import os
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import TypeVar
 
 import uvloop
 
@@ -13,6 +15,7 @@ from msgbench.config import RunConfig
 from msgbench.control import Done, Message, Probe, ProbeStatus, PubDone, Ready, Report, Start, Stop
 from msgbench.worker import Worker, WorkerSpec
 
+T = TypeVar("T")
 NS = 1_000_000_000
 DEADLINE_S = 10.0
 
@@ -42,13 +45,13 @@ class FakeChannel:
     def fileno(self) -> int:
         return self._r
 
-    def of_type(self, cls: type) -> list[Message]:
+    def of_type(self, cls: type[T]) -> list[T]:
         return [m for m in self.from_worker if isinstance(m, cls)]
 
 
-async def _until(chan: FakeChannel, cond: object) -> None:
+async def _until(chan: FakeChannel, cond: Callable[[], object]) -> None:
     deadline = time.monotonic() + DEADLINE_S
-    while not cond():  # type: ignore[operator]
+    while not cond():
         assert time.monotonic() < deadline, f"timed out; got {chan.from_worker[-3:]}"
         await asyncio.sleep(0.01)
 
@@ -72,13 +75,13 @@ def test_worker_walks_the_phases_and_accounts_everything() -> None:
     chan = FakeChannel()
     uvloop.run(_drive(chan, Worker(spec, chan)))
     (ready,) = chan.of_type(Ready)
-    assert ready.subscribed == 3  # type: ignore[union-attr]
+    assert ready.subscribed == 3
     (pubdone,) = chan.of_type(PubDone)
-    published = sum(n for _, _, n in pubdone.published)  # type: ignore[union-attr]
+    published = sum(n for _, _, n in pubdone.published)
     assert published == 800  # 2000/s for 0.4 s, open loop: exact
     reports = chan.of_type(Report)
-    assert sum(r.delivered for r in reports) == 3 * published  # type: ignore[union-attr]
-    assert sum(r.published for r in reports) == published  # type: ignore[union-attr]
+    assert sum(r.delivered for r in reports) == 3 * published
+    assert sum(r.published for r in reports) == published
     (done,) = chan.of_type(Done)
-    assert [s["delivered"] for s in done.subscribers] == [800, 800, 800]  # type: ignore[union-attr]
+    assert [s["delivered"] for s in done.subscribers] == [800, 800, 800]
     assert chan.from_worker[-1] == done, "Done is the last word"
