@@ -9,17 +9,11 @@ child process is stopped in ``finally`` and what was measured is kept.
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 import os
-import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from multiprocessing.connection import wait
-from multiprocessing.process import BaseProcess
-from typing import Any, Protocol
+from typing import Protocol
 
 from msgbench import environment
 from msgbench.aggregate import Aggregator
@@ -28,16 +22,15 @@ from msgbench.control import (
     Done,
     Failed,
     Message,
-    PipeChannel,
     Probe,
     ProbeStatus,
     PubDone,
     Ready,
     Report,
     Start,
-    Stop,
 )
 from msgbench.plan import plan_workers
+from msgbench.pool import POLL_S, RunAborted, WorkerHandle, WorkerPool
 from msgbench.procstats import CostMeter
 from msgbench.registry import load_target
 from msgbench.results import (
@@ -48,22 +41,13 @@ from msgbench.results import (
     SecondStats,
 )
 from msgbench.target import Endpoint, ServeSpec, TargetError
-from msgbench.worker import WorkerSpec, worker_main
 
 SETUP_TIMEOUT_S = 20.0
 START_DELAY_S = 0.2
-WORKER_SILENCE_S = 5.0
 PUBDONE_GRACE_S = 5.0
 DRAIN_MAX_S = 30.0
-STOP_TIMEOUT_S = 5.0
-JOIN_TIMEOUT_S = 2.0
-POLL_S = 0.05
 PROGRESS_LAG_S = 0.15
 NS = 1_000_000_000
-
-
-class RunAborted(Exception):
-    """The run cannot go on; ``str(exc)`` says why in one line."""
 
 
 class Progress(Protocol):
@@ -86,20 +70,6 @@ class NullProgress:
         """See :class:`Progress`."""
 
 
-@dataclass
-class _WorkerHandle:
-    spec: WorkerSpec
-    process: BaseProcess
-    chan: PipeChannel
-    last_heard: float
-    ready: bool = False
-    probe_complete: bool = False
-    probe_missing: list[list[int]] = field(default_factory=list)
-    pub_done: bool = False
-    done: bool = False
-    hung: bool = False
-
-
 class Coordinator:
     """Runs one configuration and returns its :class:`RunResult`."""
 
@@ -110,7 +80,7 @@ class Coordinator:
         self.target = load_target(config.target)
         self.agg = Aggregator(config)
         self.meter = CostMeter()
-        self.workers: list[_WorkerHandle] = []
+        self.pool = WorkerPool()
         self.reasons: list[str] = []
         self.failed = False
         self.endpoint = Endpoint()
@@ -157,7 +127,7 @@ class Coordinator:
             self._fail("interrupted by the user (Ctrl-C)")
             self._shutdown()
         except (TargetError, OSError) as exc:
-            if not self.workers:
+            if not self.pool.workers:
                 raise
             self._fail(f"target error: {exc}")
             self._shutdown()
@@ -168,27 +138,27 @@ class Coordinator:
         cfg = self.config
         self._spawn()
         self._wait_until(
-            lambda: all(w.ready for w in self.workers),
+            lambda: all(w.ready for w in self.pool.workers),
             time.monotonic() + SETUP_TIMEOUT_S,
             lambda: (
                 "workers not ready within "
                 f"{SETUP_TIMEOUT_S:.0f} s: "
-                + ", ".join(w.spec.describe() for w in self.workers if not w.ready)
+                + ", ".join(w.spec.describe() for w in self.pool.workers if not w.ready)
             ),
         )
         self.progress.phase("probing")
-        self._broadcast(Probe())
+        self.pool.broadcast(Probe())
         self._wait_until(
-            lambda: all(w.probe_complete for w in self.workers),
+            lambda: all(w.probe_complete for w in self.pool.workers),
             time.monotonic() + cfg.probe_timeout_s,
             self._probe_failure,
         )
         start_ns = time.monotonic_ns() + int(START_DELAY_S * NS)
         self.measure_start_ns = start_ns + int(cfg.warmup_s * NS)
         measure_end_ns = self.measure_start_ns + int(cfg.duration_s * NS)
-        self._broadcast(Start(start_ns, self.measure_start_ns, measure_end_ns))
+        self.pool.broadcast(Start(start_ns, self.measure_start_ns, measure_end_ns))
         self.watch_heartbeat = True
-        for w in self.workers:
+        for w in self.pool.workers:
             w.last_heard = time.monotonic()
         if cfg.warmup_s > 0:
             self.progress.phase("warm-up")
@@ -206,7 +176,7 @@ class Coordinator:
         self._wait_until_ns(measure_end_ns)
         self.meter.mark_measure_end()
         self.progress.phase("draining")
-        pub_workers = [w for w in self.workers if w.spec.pubs]
+        pub_workers = [w for w in self.pool.workers if w.spec.pubs]
         self._wait_until(
             lambda: all(w.pub_done for w in pub_workers),
             time.monotonic() + PUBDONE_GRACE_S,
@@ -236,7 +206,7 @@ class Coordinator:
             self._pump(POLL_S)
 
     def _probe_failure(self) -> str:
-        missing = [(w, m) for w in self.workers for m in w.probe_missing]
+        missing = [(w, m) for w in self.pool.workers for m in w.probe_missing]
         if not missing:
             return f"probe timed out after {self.config.probe_timeout_s:g} s"
         pairs = "; ".join(
@@ -253,30 +223,10 @@ class Coordinator:
 
     # -- workers ----------------------------------------------------------
     def _spawn(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
         plans = plan_workers(self.config, self.target.colocated)
-        for i, plan in enumerate(plans):
-            spec = WorkerSpec(
-                i, self.config.to_json(), dict(self.endpoint.data), plan.pubs, plan.subs
-            )
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=worker_main,
-                args=(spec.to_json(), child),
-                name=f"msgbench-worker-{i}",
-                daemon=True,
-            )
-            proc.start()
-            child.close()
-            self.workers.append(_WorkerHandle(spec, proc, PipeChannel(parent), time.monotonic()))
-            if proc.pid is not None:
-                self.meter.add(f"worker {i}", proc.pid)
-
-    def _broadcast(self, msg: Message) -> None:
-        for w in self.workers:
-            if w.process.is_alive():
-                with contextlib.suppress(OSError):
-                    w.chan.send(msg)
+        for w in self.pool.spawn(self.config.to_json(), dict(self.endpoint.data), plans):
+            if w.process.pid is not None:
+                self.meter.add(f"worker {w.spec.worker}", w.process.pid)
 
     def _wait_until_ns(self, t_ns: int) -> None:
         while True:
@@ -293,50 +243,10 @@ class Coordinator:
                 raise RunAborted(why())
             self._pump(POLL_S)
 
-    def _pump(self, timeout: float, tolerate: bool = False) -> None:
-        """Handle every control message or process exit within ``timeout`` seconds."""
-        live = [w for w in self.workers if not w.done]
-        by_obj: dict[Any, _WorkerHandle] = {}
-        for w in live:
-            by_obj[w.chan.conn] = w
-            by_obj[w.process.sentinel] = w
-        for obj in wait(list(by_obj), timeout):
-            w = by_obj[obj]
-            if obj is w.chan.conn:
-                self._drain_channel(w, tolerate)
-            elif not w.done:
-                self._drain_channel(w, tolerate)
-                if not w.done and not tolerate:
-                    raise RunAborted(self._death(w))
-        if self.watch_heartbeat and not tolerate:
-            now = time.monotonic()
-            for w in live:
-                if not w.done and now - w.last_heard > WORKER_SILENCE_S:
-                    w.hung = True
-                    raise RunAborted(
-                        f"{w.spec.describe()} sent nothing for {WORKER_SILENCE_S:.0f} s (hung?)"
-                    )
+    def _pump(self, timeout: float) -> None:
+        self.pool.pump(timeout, self._handle, tolerate=False, watch_heartbeat=self.watch_heartbeat)
 
-    def _drain_channel(self, w: _WorkerHandle, tolerate: bool) -> None:
-        try:
-            while not w.done and w.chan.poll():
-                self._handle(w, w.chan.recv(), tolerate)
-        except (EOFError, OSError):
-            if not tolerate and not w.done:
-                raise RunAborted(self._death(w)) from None
-            w.done = True
-
-    @staticmethod
-    def _death(w: _WorkerHandle) -> str:
-        w.process.join(JOIN_TIMEOUT_S)
-        code = w.process.exitcode
-        if code is None:
-            return f"{w.spec.describe()} closed its control pipe but is still running"
-        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-        return f"{w.spec.describe()} exited unexpectedly ({how})"
-
-    def _handle(self, w: _WorkerHandle, msg: Message, tolerate: bool) -> None:
-        w.last_heard = time.monotonic()
+    def _handle(self, w: WorkerHandle, msg: Message, tolerate: bool) -> None:
         if isinstance(msg, Report):
             self.agg.add_report(msg)
             for event in msg.events:
@@ -366,28 +276,9 @@ class Coordinator:
         self.reasons.insert(0, reason)
 
     def _shutdown(self) -> None:
-        """Stop every worker: ask, wait for Done, then terminate and kill what is left."""
+        """Stop every worker (see :meth:`WorkerPool.shutdown`), measuring them first."""
         self.meter.sample()
-        for w in self.workers:
-            if w.hung:  # it will not answer; do not make the user wait for it
-                w.process.kill()
-        self._broadcast(Stop())
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        with contextlib.suppress(KeyboardInterrupt):
-            while any(not w.done and not w.hung and w.process.is_alive() for w in self.workers):
-                if time.monotonic() >= deadline:
-                    self.reasons.append("some workers did not stop in time and were killed")
-                    break
-                self._pump(POLL_S, tolerate=True)
-        for w in self.workers:
-            w.process.join(JOIN_TIMEOUT_S if w.done else 0)
-            if w.process.is_alive():
-                w.process.terminate()
-                w.process.join(JOIN_TIMEOUT_S)
-            if w.process.is_alive():
-                w.process.kill()
-                w.process.join()
-            w.chan.close()
+        self.reasons.extend(self.pool.shutdown(self._handle))
 
     # -- result -----------------------------------------------------------
     def _result(self, started: str) -> RunResult:
@@ -397,8 +288,11 @@ class Coordinator:
         reasons = list(self.reasons)
         if summary.lost:
             churn = summary.lost_during_churn
-            detail = (f" ({churn} while subscribers were away, {summary.lost - churn} while "
-                      "connected)" if churn else "")
+            detail = (
+                f" ({churn} while subscribers were away, {summary.lost - churn} while connected)"
+                if churn
+                else ""
+            )
             reasons.append(f"{summary.lost} of {summary.expected} expected deliveries lost{detail}")
         if summary.duplicated:
             reasons.append(f"{summary.duplicated} deliveries duplicated")
