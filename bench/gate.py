@@ -9,15 +9,23 @@ Two conditions must both hold before a metric is called a regression:
    lies entirely beyond the threshold, so a tiny but consistent change (that a
    rank test alone would flag with enough trials) does not fail a build.
 
-Pure numpy; no scipy.
+Pure numpy; no scipy. The second half applies the test to result files:
+which runs may be compared, which metrics are gated and how hard.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from msgbench.report import format_rate, variant
+from msgbench.results import STATUS_FAILED, STATUS_OK, RunResult
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_CONFIDENCE = 0.95
@@ -162,3 +170,156 @@ def judge(
         metric, higher_is_better, mb, mn, ratio, lo, hi, p_worse, threshold, verdict,
         len(base), len(new),
     )
+
+
+# --- applying the gate to result files -------------------------------------------
+
+WORKLOAD_FIELDS = (
+    "target", "target_options", "pubs", "subs", "size", "rate", "topics", "batch", "sub_delay_s",
+)
+"""Config fields that define a workload: runs that differ in one are not comparable."""
+Runs = list[tuple[Path, RunResult]]
+
+
+class CompareError(Exception):
+    """The comparison cannot be made; ``str(exc)`` is one line for the user (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Thresholds as fractions (None: report only), alpha and CI confidence."""
+
+    throughput: float | None = 0.05
+    p50: float | None = 0.15
+    p99: float | None = 0.50
+    p999: float | None = 1.00
+    alpha: float = DEFAULT_ALPHA
+    confidence: float = DEFAULT_CONFIDENCE
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A figure taken from each run, its good direction and which limit gates it."""
+
+    name: str
+    value: Callable[[RunResult], float]
+    higher_is_better: bool
+    limit: str | None
+    latency: bool
+
+
+METRICS = (
+    Metric("msgs/CPU-s", lambda r: r.summary.msgs_per_cpu_s, True, "throughput", False),
+    Metric("deliveries/s", lambda r: r.summary.deliveries_per_s, True, None, False),
+    Metric("p50", lambda r: float(r.summary.latency_ns["p50"]), False, "p50", True),
+    Metric("p99", lambda r: float(r.summary.latency_ns["p99"]), False, "p99", True),
+    Metric("p99.9", lambda r: float(r.summary.latency_ns["p999"]), False, "p999", True),
+)
+
+
+def workload_key(cfg: dict[str, Any]) -> str:
+    """Identity of a workload: the :data:`WORKLOAD_FIELDS` of a config, as canonical JSON."""
+    return json.dumps({f: cfg.get(f) for f in WORKLOAD_FIELDS}, sort_keys=True, default=str)
+
+
+def workload_label(cfg: dict[str, Any]) -> str:
+    """``inproc 1x8 64B 20k/s`` (+ variant)."""
+    v = variant(cfg)
+    return (f"{cfg['target']}{' ' + v if v else ''} {cfg['pubs']}x{cfg['subs']} "
+            f"{cfg['size']}B {format_rate(cfg['rate'])}")
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> str:
+    diffs = [f"{f} {a.get(f)!r} vs {b.get(f)!r}" for f in WORKLOAD_FIELDS if a.get(f) != b.get(f)]
+    return ", ".join(diffs)
+
+
+def group(runs: Runs) -> dict[str, Runs]:
+    """Runs by workload key, in first-seen order."""
+    out: dict[str, Runs] = {}
+    for p, r in runs:
+        out.setdefault(workload_key(r.config), []).append((p, r))
+    return out
+
+
+def check_baseline(base: Runs, allow_degraded: bool) -> list[str]:
+    """Refuse a baseline run that lost messages, failed, or was deliberately slowed.
+
+    Returns warnings when ``allow_degraded`` lets such runs through.
+    """
+    warnings = []
+    for p, r in base:
+        problems = []
+        if r.status != STATUS_OK or r.partial:
+            problems.append(f"status {r.status}{' (partial)' if r.partial else ''}")
+        if r.summary.lost:
+            problems.append(f"{r.summary.lost:,} messages lost")
+        if r.environment.get("injected_cost_ns"):
+            problems.append(f"slowed on purpose (injected_cost_ns "
+                            f"{r.environment['injected_cost_ns']})")
+        if not problems:
+            continue
+        what = f"baseline {p}: {', '.join(problems)}"
+        if r.reasons:
+            what += f" ({r.reasons[0]})"
+        if not allow_degraded:
+            raise CompareError(f"{what}; it is not a fair baseline "
+                               "(--allow-degraded-baseline uses it anyway)")
+        warnings.append(what)
+    return warnings
+
+
+def pair(base: Runs, new: Runs) -> list[tuple[str, Runs, Runs]]:
+    """(label, base runs, new runs) per workload; refuse workloads present on one side only."""
+    gb, gn = group(base), group(new)
+    if set(gb) != set(gn):
+        if len(gb) == 1 and len(gn) == 1:
+            cb, cn = next(iter(gb.values()))[0][1].config, next(iter(gn.values()))[0][1].config
+            raise CompareError(f"BASE and NEW ran different workloads: {_differences(cb, cn)}")
+        only_b = [workload_label(v[0][1].config) for k, v in gb.items() if k not in gn]
+        only_n = [workload_label(v[0][1].config) for k, v in gn.items() if k not in gb]
+        raise CompareError(
+            "BASE and NEW ran different workloads: only in BASE: "
+            f"{', '.join(only_b) or 'none'}; only in NEW: {', '.join(only_n) or 'none'}"
+        )
+    return [(workload_label(runs[0][1].config), runs, gn[k]) for k, runs in gb.items()]
+
+
+def _min_p(m: int, n: int) -> float:
+    return 1.0 / math.comb(m + n, m)
+
+
+def evaluate(pairs: list[tuple[str, Runs, Runs]], limits: Limits
+             ) -> tuple[list[tuple[str, Verdict]], list[str]]:
+    """Verdicts per workload and metric, and the candidate's correctness problems.
+
+    Failed candidate runs are left out of the statistics and reported as
+    problems; so are candidate losses when the baseline had none.
+    """
+    verdicts: list[tuple[str, Verdict]] = []
+    problems: list[str] = []
+    for label, base, new in pairs:
+        good_new = []
+        for p, r in new:
+            if r.status == STATUS_FAILED:
+                problems.append(f"{label}: NEW run {p} failed: {'; '.join(r.reasons) or '?'}")
+            else:
+                good_new.append((p, r))
+                if r.summary.lost and not any(b.summary.lost for _, b in base):
+                    problems.append(f"{label}: NEW run {p} lost {r.summary.lost:,} messages")
+        if not good_new:
+            continue
+        if _min_p(len(base), len(good_new)) >= limits.alpha:
+            raise CompareError(
+                f"{label}: {len(base)} vs {len(good_new)} runs can never be significant at "
+                f"alpha {limits.alpha:g}; use at least 4 trials on each side"
+            )
+        closed = base[0][1].config["rate"] is None
+        for m in METRICS:
+            limit = getattr(limits, m.limit) if m.limit else None
+            if m.latency and closed:
+                limit = None  # latency under saturation is not a latency target
+            v = judge(m.name, [m.value(r) for _, r in base], [m.value(r) for _, r in good_new],
+                      m.higher_is_better, limit, limits.alpha, limits.confidence)
+            verdicts.append((label, v))
+    return verdicts, problems
