@@ -1,0 +1,420 @@
+"""``redis``: a central broker; ``PUBLISH`` on a channel per topic, subscribers ``SUBSCRIBE``.
+
+Every publisher and subscriber talks to one redis-server (or, with
+``--redis-sharded``, to the Redis Cluster node that owns the channel's hash
+slot, using ``SPUBLISH`` / ``SSUBSCRIBE``). Without ``--redis-url`` the run
+starts its own redis-server (or 3-node cluster) and measures its CPU and
+memory; with one it uses that server and never stops it.
+
+Two client paths:
+
+* ``fast`` (default) measures Redis rather than Python: a publisher writes a
+  whole batch of pipelined commands in one write and only counts the replies,
+  with a bound on outstanding replies as backpressure; a subscriber parses
+  all that one socket read brought (hiredis, and a checked positional
+  shortcut for runs of same-shaped messages) and delivers its payloads in one
+  call (see :mod:`msgbench.targets.resp`).
+* ``redis-py`` measures what a redis-py asyncio application sees: a batch
+  is one non-transactional pipeline (``--batch 1``: one ``publish`` per
+  message), subscribers loop over ``PubSub.get_message``.
+
+Redis disconnects a subscriber whose output buffer passes
+``client-output-buffer-limit pubsub``; the subscriber reports it through
+``Sink.disconnected`` and the driver counts what it missed as lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from msgbench.procs import which
+from msgbench.target import (
+    JSON,
+    Availability,
+    Client,
+    Endpoint,
+    Publisher,
+    ServeSpec,
+    Sink,
+    Subscription,
+    Target,
+    TargetError,
+    TargetOption,
+)
+from msgbench.targets.redis_cluster import (
+    CONNECT_TIMEOUT_S,
+    RedisAddress,
+    SlotMap,
+    address,
+    connect,
+    deploy,
+)
+from msgbench.targets.resp import (
+    PubSubConnection,
+    RespConnection,
+    RespError,
+    command_head,
+    pipeline,
+)
+
+MAX_OUTSTANDING = 4096
+"""Publish replies a fast publisher may owe before it waits (half of them, then it goes on):
+enough pipelining to keep Redis busy, little enough that closed-loop latency is not queueing
+inside msgbench."""
+PROBE_TIMEOUT_S = 1.0
+"""How long a subscriber that lost its connection checks whether the server is still up."""
+PY_READ_TIMEOUT_S = 1.0
+"""redis-py subscribers wake this often when nothing arrives (to notice cancellation)."""
+CLIENTS = ("fast", "redis-py")
+_SIZE_RE = re.compile(r"^\d+(?:b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
+
+
+def buffer_limit(text: str) -> str:
+    """Turn ``--redis-buffer-limit`` into redis-server's ``pubsub HARD SOFT SECONDS``.
+
+    Accepts ``HARD SOFT SECONDS`` (``"1mb 512kb 0"``) or one size (a hard
+    limit alone: ``"65536"``, ``"64kb"``). Raises :class:`TargetError`.
+    """
+    tokens = text.split()
+    if len(tokens) == 1:
+        tokens = [tokens[0], "0", "0"]
+    if (len(tokens) != 3 or not all(_SIZE_RE.match(t) for t in tokens[:2])
+            or not tokens[2].isdigit()):
+        raise TargetError(f"invalid --redis-buffer-limit {text!r}: use 'HARD SOFT SECONDS' "
+                          "(e.g. '1mb 512kb 0') or one size in bytes (e.g. 65536 or 64kb)")
+    return "pubsub " + " ".join(tokens)
+
+
+def _verbs(sharded: bool) -> tuple[str, str]:
+    return ("SPUBLISH", "SSUBSCRIBE") if sharded else ("PUBLISH", "SUBSCRIBE")
+
+
+class PipelinedPublisher(Publisher):
+    """Writes each batch as one buffer of pipelined commands to the node owning the topic.
+
+    ``head_for(topic)`` is the encoded command up to its last argument, the
+    payload (see :func:`~msgbench.targets.resp.command_head`). Replies are only
+    counted; the publisher waits while more than :data:`MAX_OUTSTANDING` are owed.
+    """
+
+    def __init__(self, conns: list[RespConnection], slots: SlotMap,
+                 head_for: Callable[[str], bytes]) -> None:
+        self.conns = conns
+        self.slots = slots
+        self.head_for = head_for
+        self.routes: dict[str, tuple[RespConnection, bytes]] = {}
+
+    def _route(self, topic: str) -> tuple[RespConnection, bytes]:
+        route = (self.conns[self.slots.node_for(topic)], self.head_for(topic))
+        self.routes[topic] = route
+        return route
+
+    async def publish(self, topic: str, payloads: Sequence[bytes]) -> None:
+        """Write the batch in one go; wait only when too many replies are owed."""
+        conn, head = self.routes.get(topic) or self._route(topic)
+        conn.send_counted(pipeline(head, payloads), len(payloads))
+        if conn.outstanding > MAX_OUTSTANDING or conn.paused:
+            await conn.wait_capacity(MAX_OUTSTANDING)
+
+    async def close(self) -> None:
+        """Close every node connection."""
+        for c in self.conns:
+            c.close()
+
+    @classmethod
+    async def open(cls, slots: SlotMap, head_for: Callable[[str], bytes]) -> PipelinedPublisher:
+        """Connect to every node of ``slots``."""
+        conns: list[RespConnection] = []
+        try:
+            for a in slots.nodes:
+                conns.append(await connect(a, RespConnection))
+        except BaseException:
+            for c in conns:
+                c.close()
+            raise
+        return cls(conns, slots, head_for)
+
+
+async def lost_reason(addr: RedisAddress, reason: str) -> str:
+    """Explain a subscriber's lost connection: server gone, or it dropped this client.
+
+    Redis closes a subscriber whose output buffer passed its limit without a
+    word, so the only way to tell is whether the server still answers.
+    """
+    try:
+        conn = await connect(addr, RespConnection, timeout=PROBE_TIMEOUT_S)
+    except RespError:
+        return f"redis-server at {addr.display()} went away ({reason})"
+    try:
+        await conn.call("PING", timeout=PROBE_TIMEOUT_S)
+    except RespError:
+        return f"redis-server at {addr.display()} stopped answering ({reason})"
+    finally:
+        conn.close()
+    return ("redis closed the connection while the server is still up "
+            "(client-output-buffer-limit pubsub exceeded?)")
+
+
+class _Watched(Subscription):
+    """A subscription whose connections report their loss once, with a probed reason."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.closed = False
+        self.reported = False
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def lost(self, addr: RedisAddress, reason: str) -> None:
+        if self.closed or self.reported:
+            return
+        self.reported = True
+        task = asyncio.ensure_future(self._report(addr, reason))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _report(self, addr: RedisAddress, reason: str) -> None:
+        text = await lost_reason(addr, reason)
+        if not self.closed:
+            self.sink.disconnected(text)
+
+    async def close(self) -> None:
+        """Stop reporting; subclasses close their connections."""
+        self.closed = True
+        for t in list(self.tasks):
+            t.cancel()
+
+
+class _FastSubscription(_Watched):
+    def __init__(self, sink: Sink) -> None:
+        super().__init__(sink)
+        self.conns: list[PubSubConnection] = []
+
+    async def open(self, addr: RedisAddress, verb: str, channels: Sequence[str]) -> None:
+        conn = await connect(addr, PubSubConnection)
+        self.conns.append(conn)
+        conn.on_messages = self.sink.deliver
+        conn.on_lost = lambda reason: self.lost(addr, reason)
+        await conn.subscribe(verb, channels)
+
+    async def close(self) -> None:
+        """Close every connection (nothing is reported as lost)."""
+        await super().close()
+        for c in self.conns:
+            c.close()
+
+
+def _group(slots: SlotMap, topics: Sequence[str]) -> dict[int, list[str]]:
+    by_node: dict[int, list[str]] = {}
+    for t in topics:
+        by_node.setdefault(slots.node_for(t), []).append(t)
+    return by_node
+
+
+class FastClient(Client):
+    """Pipelined RESP, counted replies, batched parsing (see the module docstring)."""
+
+    def __init__(self, slots: SlotMap, sharded: bool) -> None:
+        self.slots = slots
+        self.pub_verb, self.sub_verb = _verbs(sharded)
+
+    async def publisher(self, pub_id: int) -> Publisher:
+        """One connection per node; topics are routed to their node."""
+        verb = self.pub_verb
+        return await PipelinedPublisher.open(self.slots, lambda t: command_head(verb, t))
+
+    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
+        """Subscribe on each node serving one of ``topics``; returns once Redis confirmed."""
+        sub = _FastSubscription(sink)
+        try:
+            for node, channels in _group(self.slots, topics).items():
+                await sub.open(self.slots.nodes[node], self.sub_verb, channels)
+        except BaseException:
+            await sub.close()
+            raise
+        return sub
+
+
+def _py_redis(addr: RedisAddress) -> aioredis.Redis:
+    # No retries: a redis-py pub/sub connection would otherwise reconnect and resubscribe
+    # silently after Redis dropped it, hiding the disconnect the benchmark must report.
+    return aioredis.Redis(
+        host=addr.host, port=addr.port, db=addr.db, username=addr.username,
+        password=addr.password, ssl=addr.tls,
+        ssl_cert_reqs="required" if addr.verify_tls else "none",
+        retry=Retry(NoBackoff(), 0), socket_connect_timeout=CONNECT_TIMEOUT_S,
+    )
+
+
+class _PyPublisher(Publisher):
+    def __init__(self, clients: list[aioredis.Redis], slots: SlotMap, sharded: bool) -> None:
+        self.clients = clients
+        self.slots = slots
+        self.sharded = sharded
+
+    async def publish(self, topic: str, payloads: Sequence[bytes]) -> None:
+        """One ``publish`` per message, or one pipeline per batch."""
+        r = self.clients[self.slots.node_for(topic)]
+        if len(payloads) == 1:
+            await (r.spublish if self.sharded else r.publish)(topic, payloads[0])
+            return
+        pipe = r.pipeline(transaction=False)
+        send = pipe.spublish if self.sharded else pipe.publish
+        for p in payloads:
+            send(topic, p)
+        await pipe.execute()
+
+    async def close(self) -> None:
+        """Close the clients."""
+        for r in self.clients:
+            await r.aclose()
+
+
+class _PySubscription(_Watched):
+    def __init__(self, sink: Sink) -> None:
+        super().__init__(sink)
+        self.pubsubs: list[aioredis.client.PubSub] = []
+        self.clients: list[aioredis.Redis] = []
+        self.readers: list[asyncio.Task[None]] = []
+
+    async def open(self, addr: RedisAddress, sharded: bool, channels: Sequence[str]) -> None:
+        r = _py_redis(addr)
+        self.clients.append(r)
+        ps = r.pubsub()
+        self.pubsubs.append(ps)
+        await (ps.ssubscribe if sharded else ps.subscribe)(*channels)
+        confirmed = 0
+        while confirmed < len(channels):  # "in place" once Redis confirmed every channel
+            msg = await ps.get_message(timeout=PY_READ_TIMEOUT_S)
+            if msg is None:
+                raise TargetError(f"redis-py subscriber not confirmed by {addr.display()}")
+            confirmed += msg["type"] in ("subscribe", "ssubscribe")
+        self.readers.append(asyncio.ensure_future(self._read(addr, ps)))
+
+    async def _read(self, addr: RedisAddress, ps: aioredis.client.PubSub) -> None:
+        deliver = self.sink.deliver
+        try:
+            while True:
+                msg = await ps.get_message(ignore_subscribe_messages=True,
+                                           timeout=PY_READ_TIMEOUT_S)
+                if msg is not None and msg["type"] in ("message", "smessage"):
+                    deliver([msg["data"]])
+        except (RedisError, OSError) as exc:
+            self.lost(addr, f"redis-py: {type(exc).__name__}: {exc}")
+
+    async def close(self) -> None:
+        """Stop the reader tasks and close the connections."""
+        await super().close()
+        for t in self.readers:
+            t.cancel()
+        for ps in self.pubsubs:
+            with contextlib.suppress(RedisError, OSError):
+                await ps.aclose()  # type: ignore[no-untyped-call]
+        for r in self.clients:
+            with contextlib.suppress(RedisError, OSError):
+                await r.aclose()
+
+
+class PyClient(Client):
+    """redis-py asyncio, as an application would use it."""
+
+    def __init__(self, slots: SlotMap, sharded: bool) -> None:
+        self.slots = slots
+        self.sharded = sharded
+
+    async def publisher(self, pub_id: int) -> Publisher:
+        """One redis-py client per node."""
+        clients = [_py_redis(a) for a in self.slots.nodes]
+        for r in clients:
+            await r.ping()  # fail now, not at the first publish
+        return _PyPublisher(clients, self.slots, self.sharded)
+
+    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
+        """A ``PubSub`` per node serving one of ``topics``."""
+        sub = _PySubscription(sink)
+        try:
+            for node, channels in _group(self.slots, topics).items():
+                await sub.open(self.slots.nodes[node], self.sharded, channels)
+        except BaseException:
+            await sub.close()
+            raise
+        return sub
+
+
+class RedisTarget(Target):
+    """Redis pub/sub; see the module docstring."""
+
+    name = "redis"
+    description = "central broker: Redis PUBLISH / SUBSCRIBE on a channel per topic"
+    options = (
+        TargetOption("--redis-url", "Use this Redis (redis://[:password@]host:port/db, "
+                     "rediss:// for TLS) instead of starting a private redis-server."),
+        TargetOption("--redis-client", "Client path: 'fast' (pipelined RESP + hiredis, "
+                     "measures Redis) or 'redis-py' (what a redis-py asyncio app sees).",
+                     default="fast", choices=CLIENTS),
+        TargetOption("--redis-buffer-limit", "client-output-buffer-limit for subscribers "
+                     "of the private server: 'HARD SOFT SECONDS' (e.g. '1mb 512kb 0') or "
+                     "bytes. Default: the server's own (32mb 8mb 60)."),
+        TargetOption("--redis-sharded", "Sharded pub/sub (SPUBLISH / SSUBSCRIBE) on a Redis "
+                     "Cluster: the --redis-url node's cluster, else a private 3-node one.",
+                     default=False, kind="flag"),
+    )
+
+    def check(self) -> Availability:
+        """Ready when redis-server is installed; a --redis-url server needs nothing local."""
+        path = which("redis-server")
+        if path:
+            return Availability(True, f"redis-server at {path}, or any server via --redis-url")
+        # still runnable against a user's server: serve() says what to do without a URL
+        return Availability(True, "redis-server not found: runs only with --redis-url "
+                            "redis://host:port, or install it (Debian/Ubuntu: sudo apt-get "
+                            "install redis-server)")
+
+    def validate(self, options: Mapping[str, JSON]) -> None:
+        """Reject a malformed URL or buffer limit, or a buffer limit for a user's server."""
+        url = options.get("redis_url")
+        if url:
+            address(url)
+        limit = options.get("redis_buffer_limit")
+        if limit:
+            buffer_limit(limit)
+            if url:
+                raise TargetError("--redis-buffer-limit applies to the private redis-server "
+                                  "only; set client-output-buffer-limit on your own server")
+        if options.get("redis_client", "fast") not in CLIENTS:
+            raise TargetError(f"--redis-client must be one of {', '.join(CLIENTS)}")
+
+    @contextlib.contextmanager
+    def serve(self, spec: ServeSpec) -> Iterator[Endpoint]:
+        """Start a private redis-server (or cluster) or describe the user's; see the module."""
+        opts = spec.options
+        sharded = bool(opts.get("redis_sharded"))
+        limit = opts.get("redis_buffer_limit")
+        extra = ["--client-output-buffer-limit", buffer_limit(limit)] if limit else []
+        with deploy(opts.get("redis_url"), sharded=sharded, extra_args=extra) as dep:
+            placement = {t: dep.slots.node_for(t) for t in spec.topics}
+            info: dict[str, JSON] = {
+                **dep.info,
+                "client": opts.get("redis_client", "fast"),
+                "sharded": sharded,
+                "pubsub_buffer_limit": buffer_limit(limit) if limit else "server default",
+                "topic_nodes": placement,
+            }
+            data = {"slots": dep.slots.to_json(), "sharded": sharded,
+                    "client": opts.get("redis_client", "fast")}
+            yield Endpoint(data=data, processes=dep.processes, info=info)
+
+    def client(self, endpoint: Mapping[str, JSON], options: Mapping[str, JSON]) -> Client:
+        """The fast or the redis-py client, as chosen by ``--redis-client``."""
+        slots = SlotMap.from_json(endpoint["slots"])
+        sharded = bool(endpoint["sharded"])
+        if endpoint.get("client") == "redis-py":
+            return PyClient(slots, sharded)
+        return FastClient(slots, sharded)
