@@ -47,7 +47,9 @@ class Aggregator:
         """Fold one worker report in."""
         for k in (
             "published",
+            "expected",
             "delivered",
+            "received",
             "delivered_in_window",
             "gaps",
             "duplicated",

@@ -56,6 +56,8 @@ class SubscriberSink(Sink):
         self.topic = topic
         self.tracker = SequenceTracker()
         self.delivered = 0
+        self.received = 0
+        """Every payload received, of any kind: what tells the drain the channel is alive."""
         self.delivered_in_window = 0
         self.misrouted = 0
         self.heard: set[int] = set()
@@ -104,6 +106,7 @@ class SubscriberSink(Sink):
             elif kind == _PROBE:
                 self.heard.add(pub)
         self.delivered += delivered
+        self.received += len(payloads)
         if now < self.measure_end_ns:
             self.delivered_in_window += delivered
         if self._inject_cost_ns and delivered:
@@ -211,6 +214,9 @@ class PublisherRunner:
     async def run(self, start_ns: int, measure_start_ns: int, measure_end_ns: int) -> None:
         """Publish from ``start_ns`` until ``measure_end_ns``; see the module docstring."""
         if self.rate is None:
+            delay = (start_ns - time.monotonic_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
             await self._closed_loop(measure_start_ns, measure_end_ns)
         else:
             await self._open_loop(Schedule(start_ns, self.rate), measure_start_ns, measure_end_ns)

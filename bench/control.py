@@ -57,6 +57,7 @@ class Report:
     published: int = 0
     expected: int = 0
     delivered: int = 0
+    received: int = 0
     delivered_in_window: int = 0
     gaps: int = 0
     duplicated: int = 0

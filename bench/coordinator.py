@@ -195,8 +195,11 @@ class Coordinator:
         quiet_since = time.monotonic()
         while self.agg.delivered < expected:
             now = time.monotonic()
-            if self.agg.delivered != last_count:
-                last_count = self.agg.delivered
+            # Any arrival counts as life: warm-up messages queued in front of the measured
+            # ones are not silence.
+            received = self.agg.totals["received"]
+            if received != last_count:
+                last_count = received
                 quiet_since = now
             if now - quiet_since >= self.config.drain_timeout_s:
                 return  # quiet: what has not arrived is lost

@@ -265,6 +265,7 @@ class Worker:
                 n * per_topic[t] for r in self.runners for t, n in enumerate(r.measured)
             ),
             "delivered": sum(s.delivered for s in self.sinks),
+            "received": sum(s.received for s in self.sinks),
             "delivered_in_window": sum(s.delivered_in_window for s in self.sinks),
             "gaps": sum(s.tracker.lost_gaps for s in self.sinks),
             "duplicated": sum(s.tracker.duplicated for s in self.sinks),
