@@ -10,10 +10,11 @@ child process is stopped in ``finally`` and what was measured is kept.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from msgbench import environment
 from msgbench.aggregate import Aggregator
@@ -70,6 +71,18 @@ class NullProgress:
         """See :class:`Progress`."""
 
 
+_URL_PASSWORD = re.compile(r"(?P<scheme>\w[\w+.-]*://)(?P<user>[^:@/]*):[^@/]*@")
+
+
+def _without_secrets(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with passwords in URL-valued options masked: results get shared."""
+    options = {
+        k: _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", v) if isinstance(v, str) else v
+        for k, v in config.get("target_options", {}).items()
+    }
+    return {**config, "target_options": options}
+
+
 class Coordinator:
     """Runs one configuration and returns its :class:`RunResult`."""
 
@@ -109,10 +122,10 @@ class Coordinator:
             self.config.topic_names(),
             dict(self.config.target_options),
         )
-        self.progress.phase("starting")
         try:
             with self.target.serve(spec) as endpoint:
                 self.endpoint = endpoint
+                self.progress.phase("starting")
                 for proc in endpoint.processes:
                     self.meter.add(proc.role, proc.pid)
                 try:
@@ -315,7 +328,7 @@ class Coordinator:
         else:
             status = STATUS_OK
         return RunResult(
-            config=self.config.to_json(),
+            config=_without_secrets(self.config.to_json()),
             environment=environment.collect(),
             status=status,
             reasons=reasons,

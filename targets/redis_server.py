@@ -62,6 +62,9 @@ def describe(url: str) -> tuple[str, dict[str, str]]:
                 with contextlib.suppress(redis.ResponseError):
                     settings.update({str(k): str(v) for k, v in client.config_get(name).items()})
     except redis.AuthenticationError as exc:
+        if "HELLO must be called" in str(exc) or "NOAUTH" in str(exc):
+            raise TargetError(f"Redis at {_safe(url)} needs a password: put it in the URL "
+                              "(redis://:PASSWORD@host:port)") from None
         raise TargetError(f"Redis at {_safe(url)} refused the password: {exc}") from None
     except redis.ResponseError as exc:
         if "NOAUTH" in str(exc) or "AUTH" in str(exc).upper():
