@@ -43,7 +43,7 @@ def _run(target: str, churn: str | None, rate: str, duration: str) -> dict[str, 
 
 
 def _broker_cpu(doc: dict[str, Any]) -> float:
-    return sum(p["cpu_s"] for p in doc["processes"] if p["role"] == "redis-server")
+    return float(sum(p["cpu_s"] for p in doc["processes"] if p["role"] == "redis-server"))
 
 
 def main() -> None:
@@ -65,7 +65,7 @@ def main() -> None:
         dur = s[0]["duration_s"]
 
         def med(key: str, s: list[dict[str, Any]] = s) -> float:
-            return statistics.median(x[key] for x in s)
+            return float(statistics.median(x[key] for x in s))
 
         print(f"{target:14} {churn or '-':9} {med('deliveries_per_s') / 1e3:8.1f}k "
               f"{statistics.median(_broker_cpu(d) for d in docs) / dur:12.2f} "
