@@ -209,7 +209,7 @@ class Worker:
         topics = self.config.topic_names()
         for slot, sink in enumerate(self.sinks):
             windows = away_windows(sink.sub_id, self.config.subs, self.config.churn_away_s,
-                                   self.config.churn_period_s, msg.start_ns, msg.measure_end_ns)
+                                   self.config.churn_period_s, msg.measure_start_ns, msg.measure_end_ns)
             self._spawn(churn(self.client, sink, [topics[sink.topic]], self.subscriptions, slot,
                               windows))
 

@@ -7,15 +7,17 @@ from typing import Any
 import pytest
 
 from msgbench.accounting import SequenceTracker
-from msgbench.churn import NS, away_windows
+from msgbench.churn import NS, RETURN_MARGIN_S, away_windows
 from msgbench.config import ConfigError, RunConfig, parse_churn
 
 
 def test_windows_are_staggered_and_periodic() -> None:
+    m = int(RETURN_MARGIN_S * NS)
     w0 = away_windows(0, 4, 0.5, 2.0, 0, 5 * NS)
     w1 = away_windows(1, 4, 0.5, 2.0, 0, 5 * NS)
-    assert w0 == [(0, NS // 2), (2 * NS, 2 * NS + NS // 2), (4 * NS, 4 * NS + NS // 2)]
-    assert w1 == [(NS // 2, NS), (5 * NS // 2, 3 * NS)], "back before the end, or not away"
+    half = NS // 2
+    assert w0 == [(m, m + half), (m + 2 * NS, m + 2 * NS + half), (m + 4 * NS, m + 4 * NS + half)]
+    assert w1 == [(m + half, m + NS), (m + 5 * half, m + 3 * NS)], "back before the end"
 
 
 def test_parse_and_validate_churn() -> None:
@@ -53,4 +55,16 @@ def test_churn_on_plain_broadcast_loses_exactly_what_was_sent_while_away(run_cli
     # each subscriber is away 300 ms a second (not near the end): a share of its messages lost
     for sub in doc["subscribers"]:
         share = s["expected"] // 4
-        assert 0.05 * share < sub["lost_during_churn"] < 0.5 * share
+        assert sub["delivered"] + sub["lost_during_churn"] == share
+        assert 0.1 * share < sub["lost_during_churn"] < 0.5 * share
+
+
+def test_churn_on_redis_pubsub_books_exactly_what_was_missed(run_cli: Any) -> None:
+    r = run_cli("run", "--target", "redis", "--subs", "4", "--rate", "3000", "--duration",
+                "2s", "--warmup", "300ms", "--churn", "400ms/1s", "--quiet")
+    assert r.returncode == 0, r.stderr
+    doc = r.result()
+    s = doc["summary"]
+    assert s["lost"] > 0 and s["lost"] == s["lost_during_churn"]
+    for sub in doc["subscribers"]:
+        assert sub["delivered"] + sub["lost_during_churn"] == s["published"]
