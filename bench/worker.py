@@ -208,10 +208,17 @@ class Worker:
         assert self.client is not None
         topics = self.config.topic_names()
         for slot, sink in enumerate(self.sinks):
-            windows = away_windows(sink.sub_id, self.config.subs, self.config.churn_away_s,
-                                   self.config.churn_period_s, msg.measure_start_ns, msg.measure_end_ns)
-            self._spawn(churn(self.client, sink, [topics[sink.topic]], self.subscriptions, slot,
-                              windows))
+            windows = away_windows(
+                sink.sub_id,
+                self.config.subs,
+                self.config.churn_away_s,
+                self.config.churn_period_s,
+                msg.measure_start_ns,
+                msg.measure_end_ns,
+            )
+            self._spawn(
+                churn(self.client, sink, [topics[sink.topic]], self.subscriptions, slot, windows)
+            )
 
     async def _flush_loop(self) -> None:
         # Binning a second's worth of values at once would stall the loop for tens of
