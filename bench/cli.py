@@ -89,9 +89,13 @@ def _lazy(name: str) -> click.Command | None:
 class _Group(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         lazy = [n for n in LAZY_COMMANDS if _lazy(n) is not None]
-        return sorted([*super().list_commands(ctx), *lazy])
+        return sorted([*super().list_commands(ctx), "run", *lazy])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "run":
+            # built on demand: its options come from every installed target, and importing
+            # them all would slow down every other command (the chat servers start with one)
+            return _make_run_command()
         cmd = super().get_command(ctx, cmd_name)
         if cmd is None and cmd_name in LAZY_COMMANDS:
             cmd = _lazy(cmd_name)
@@ -326,7 +330,6 @@ def _make_run_command() -> click.Command:
     )
 
 
-main.add_command(_make_run_command())
 
 
 @main.command("targets")

@@ -121,6 +121,7 @@ class Coordinator:
             self.config.subs,
             self.config.topic_names(),
             dict(self.config.target_options),
+            size=self.config.size,
         )
         try:
             with self.target.serve(spec) as endpoint:

@@ -65,6 +65,8 @@ class ServeSpec:
     subs: int
     topics: tuple[str, ...]
     options: Mapping[str, JSON]
+    size: int = 0
+    """Message size in bytes (envelope included), for servers that bound frame sizes."""
 
 
 @dataclass(frozen=True)

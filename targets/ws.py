@@ -113,7 +113,8 @@ class WsTarget(Target):
         info: dict[str, Any] = {
             "servers": k, "bridge": bridge, "placement": opts.get("ws_placement") or "spread",
             "websockets": _WEBSOCKETS_VERSION, "max_client_buffer": buffer,
-            "max_size": DEFAULT_MAX_SIZE,
+            # frames as large as the run's messages must pass; the default bound otherwise
+            "max_size": max(DEFAULT_MAX_SIZE, spec.size + FRAME_SLACK),
         }
         procs: list[ServerProcess] = []
         with contextlib.ExitStack() as stack:
@@ -141,6 +142,7 @@ class WsTarget(Target):
                 argv = [*SERVE_CHAT, "--host", LOOPBACK,
                         "--port", str(ports[i]), "--bridge", bridge, "--server-id", f"s{i}",
                         "--max-client-buffer", str(buffer), "--log-level", "warning",
+                        "--max-size", str(info["max_size"]),
                         *extra[i]]
                 proc = spawn_server(argv, log_path=tmp / f"chat-{i}.log")
                 stack.callback(stop_process, proc)
@@ -165,6 +167,10 @@ class WsTarget(Target):
     def client(self, endpoint: Mapping[str, JSON], options: Mapping[str, JSON]) -> Client:
         """WebSocket clients for this worker."""
         return WsClient(endpoint["urls"], str(endpoint.get("placement") or "spread"))
+
+
+FRAME_SLACK = 1024
+"""Room for the framing the ws clients add around a payload."""
 
 
 def _servers(options: Mapping[str, JSON]) -> int:
