@@ -110,11 +110,33 @@ class RunResult:
             )
         try:
             d = dict(data)
+            missing = [k for k in REQUIRED_CONFIG if k not in d["config"]]
+            if missing:
+                raise ResultError(f"malformed result document: config lacks {', '.join(missing)}")
             d["summary"] = Summary(**d["summary"])
             d["series"] = [SecondStats(**s) for s in d["series"]]
-            return cls(**d)
-        except (KeyError, TypeError) as exc:
+            result = cls(**d)
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ResultError(f"malformed result document: {exc}") from exc
+        _check_histograms(result)
+        return result
+
+
+REQUIRED_CONFIG = ("target", "pubs", "subs", "size", "rate", "duration_s", "warmup_s", "topics")
+"""Config keys every reader of results relies on."""
+
+
+def _check_histograms(result: RunResult) -> None:
+    """Refuse a document whose encoded histograms do not decode (a corrupt file)."""
+    from msgbench.stats import Histogram  # numpy-heavy; only readers need it
+
+    encoded = [*result.histograms.values(), *(s.histogram for s in result.series)]
+    try:
+        for text in encoded:
+            if text:
+                Histogram.decode(text)
+    except ValueError as exc:
+        raise ResultError(f"malformed result document: {exc}") from None
 
 
 def write(result: RunResult, path: Path) -> Path:

@@ -116,7 +116,10 @@ class Histogram:
         """Inverse of :meth:`encode`."""
         hist = cls()
         if encoded:
-            hist.hdr.decode_and_add(encoded)
+            try:
+                hist.hdr.decode_and_add(encoded)
+            except Exception as exc:  # binascii, zlib, hdrh's own: all mean "corrupt"
+                raise ValueError(f"corrupt encoded histogram: {exc}") from None
         hist.out_of_range = out_of_range
         return hist
 

@@ -199,8 +199,16 @@ def expand(spec: Mapping[str, Any]) -> list[Cell]:
     merged = {**DEFAULTS, **{k: v for k, v in spec.items() if v is not None}}
     lists = [_as_list(k, merged[k]) for k in MATRIX_KEYS]
     args = merged["args"]
-    if isinstance(args, str):
-        args = shlex.split(args)
+    try:
+        if isinstance(args, str):
+            args = shlex.split(args)
+        for target in _as_list("target", merged["target"]):
+            if not shlex.split(str(target)):
+                raise WorkloadError("target: an empty target name")
+    except WorkloadError:
+        raise
+    except ValueError as exc:  # shlex: unbalanced quotes
+        raise WorkloadError(f"cannot split: {exc}; check the quoting of target and args") from None
     if not isinstance(args, list):
         raise WorkloadError("args: expected a list of extra `msgbench run` arguments")
     try:

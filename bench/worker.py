@@ -291,7 +291,8 @@ class Worker:
                 latency=hists[0].encode(),
                 latency_raw=hists[1].encode(),
                 publish_delay=hists[2].encode(),
-                out_of_range=sum(h.out_of_range for h in hists),
+                # hists[1] may be hists[0] itself (closed loop): count each histogram once
+                out_of_range=sum(h.out_of_range for h in {id(h): h for h in hists}.values()),
                 events=new_events,
                 **deltas,
             )

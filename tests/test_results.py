@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from msgbench.config import RunConfig
 from msgbench.results import ResultError, RunResult, SecondStats, Summary, load, write
 from msgbench.stats import LatencySummary
 
@@ -13,7 +14,7 @@ def sample_result() -> RunResult:
     lat = LatencySummary(10, 1, 2.0, 2, 3, 4, 5, 6).to_json()
     summary = Summary(10, 10, 10, 0, 0, 0, 0, 0, 0, 1.0, 10.0, 0.001, 0.5, 20.0, lat, lat, lat, 0)
     return RunResult(
-        config={"target": "inproc"},
+        config=RunConfig().to_json(),
         environment={"python": "3"},
         status="ok",
         reasons=[],
@@ -63,3 +64,17 @@ def test_passwords_in_url_options_never_reach_the_result() -> None:
     out = _without_secrets(cfg)
     assert "s3cret" not in json.dumps(out)
     assert out["target_options"] == {"redis_url": "redis://:***@127.0.0.1:1/0", "hwm": 5}
+
+
+def test_missing_config_and_corrupt_histograms_are_refused(tmp_path: Path) -> None:
+    p = tmp_path / "r.json"
+    doc = sample_result().to_json()
+    del doc["config"]["rate"]
+    p.write_text(json.dumps(doc))
+    with pytest.raises(ResultError, match="config lacks rate"):
+        load(p)
+    doc = sample_result().to_json()
+    doc["histograms"]["latency"] = "HISTFAAAAC*not base64*"
+    p.write_text(json.dumps(doc))
+    with pytest.raises(ResultError, match="corrupt encoded histogram"):
+        load(p)
