@@ -69,6 +69,11 @@ def _resume(transport: Any) -> None:
         transport.resume_reading()
 
 
+_FRAME_STARTS = (b"\x81", b"\x82", b"\x88", b"\x89", b"\x8a")
+"""First bytes of the unfragmented frames the chat server sends: text, binary, close, ping,
+pong."""
+
+
 class _SubConnection(ClientConnection):
     """Binary frames go straight to the sink, one ``deliver`` per socket read.
 
@@ -102,8 +107,12 @@ class _SubConnection(ClientConnection):
 
     def data_received(self, data: bytes) -> None:
         if not self._fast:
+            # websockets' parser may have taken a frame's header and wait for its payload
+            # with an empty buffer; so switch only where the new bytes start like a frame
+            # (FIN + opcode). Mid-frame they start with payload: an envelope, whose first
+            # byte (its kind) is never one of these.
             if not (self._joined and not self.protocol.reader.buffer
-                    and self.protocol.state is State.OPEN):
+                    and self.protocol.state is State.OPEN and data[:1] in _FRAME_STARTS):
                 super().data_received(data)
                 self._flush()
                 return
@@ -182,8 +191,17 @@ class _WsSubscription(Subscription):
         for w in self.watchers:
             w.cancel()
         for conn, _ in self.conns:
+            conn.sink = None  # closed means nothing more is delivered, answered or not
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT_S)
+            _abandon(conn)
+
+
+def _abandon(conn: _SubConnection) -> None:
+    """Stop ``conn`` delivering and drop its socket (a no-op once it is closed)."""
+    conn.sink = None
+    if not conn.transport.is_closing():
+        conn.transport.abort()
 
 
 class _WsPublisher(Publisher):
@@ -241,16 +259,22 @@ class WsClient(Client):
             return conn
 
         conns: list[tuple[_SubConnection, int]] = []
-        for topic in topics:
-            conn = await _connect(i, f"{self.urls[i]}?room={topic}&ack=1",
-                                  create_connection=factory)
-            assert isinstance(conn, _SubConnection)
-            try:
-                joined = json.loads(await asyncio.wait_for(conn.recv(), ACK_TIMEOUT_S))
-            except TimeoutError:
-                raise TargetError(f"chat server {i} did not confirm room {topic!r}") from None
-            if joined.get("type") != "joined":
-                raise TargetError(f"chat server {i} sent {joined!r} instead of joining")
-            conn.joined()
-            conns.append((conn, i))
+        try:
+            for topic in topics:
+                conn = await _connect(i, f"{self.urls[i]}?room={topic}&ack=1",
+                                      create_connection=factory)
+                assert isinstance(conn, _SubConnection)
+                conns.append((conn, i))
+                try:
+                    joined = json.loads(await asyncio.wait_for(conn.recv(), ACK_TIMEOUT_S))
+                except TimeoutError:
+                    raise TargetError(f"chat server {i} did not confirm room {topic!r}"
+                                      ) from None
+                if joined.get("type") != "joined":
+                    raise TargetError(f"chat server {i} sent {joined!r} instead of joining")
+                conn.joined()
+        except BaseException:
+            for c, _ in conns:  # a half-made subscription must not keep delivering
+                _abandon(c)
+            raise
         return _WsSubscription(conns, sink)
