@@ -24,7 +24,7 @@ def _size(text: str) -> int:
     digits = t[:-1] if mult > 1 else t
     try:
         value = int(float(digits) * mult)
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf", "1e999"
         raise click.BadParameter(f"expected a size like 65536, 64k or 4M, got {text!r}") from None
     if value <= 0:
         raise click.BadParameter(f"must be positive, got {text!r}")
