@@ -115,9 +115,7 @@ class _Group(click.Group):
         try:
             rv = super().main(args, prog_name, complete_var, False, **extra)
         except click.UsageError as exc:
-            hint = f" (see: msgbench {exc.ctx.info_name} --help)" if exc.ctx else ""
-            if exc.ctx and exc.ctx.parent is None:
-                hint = " (see: msgbench --help)"
+            hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
             _fail(f"{exc.format_message()}{hint}")
         except click.ClickException as exc:
             exc.show()
