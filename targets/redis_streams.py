@@ -179,6 +179,30 @@ class _Group(Subscription):
             await p.close()
 
 
+KEY_PREFIX = "msgbench:stream:"
+"""Streams live under this prefix, so a user's own keys (``t0`` ...) are never touched."""
+
+
+def stream_key(topic: str) -> str:
+    """The Redis key of ``topic``'s stream."""
+    return KEY_PREFIX + topic
+
+
+class _KeyedPublisher(Publisher):
+    """Publishes each topic to its prefixed stream key (routing follows the key's slot)."""
+
+    def __init__(self, inner: Publisher) -> None:
+        self.inner = inner
+
+    async def publish(self, topic: str, payloads: Sequence[bytes]) -> None:
+        """See :class:`~msgbench.target.Publisher`."""
+        await self.inner.publish(stream_key(topic), payloads)
+
+    async def close(self) -> None:
+        """See :class:`~msgbench.target.Publisher`."""
+        await self.inner.close()
+
+
 class StreamsClient(Client):
     """Pipelined ``XADD`` publishers and ``XREAD`` subscribers with durable cursors."""
 
@@ -191,11 +215,12 @@ class StreamsClient(Client):
     async def publisher(self, pub_id: int) -> Publisher:
         """``XADD key MAXLEN ~ N * d <payload>`` for every message, pipelined per batch."""
         maxlen = self.maxlen
-        return await PipelinedPublisher.open(
-            self.slots, lambda t: command_head("XADD", t, "MAXLEN", "~", maxlen, "*", FIELD))
+        return _KeyedPublisher(await PipelinedPublisher.open(
+            self.slots, lambda t: command_head("XADD", t, "MAXLEN", "~", maxlen, "*", FIELD)))
 
     async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
         """Start reading; a first subscription starts at the streams' current end."""
+        topics = [stream_key(t) for t in topics]
         cursor = self.cursors.get(sub_id)
         group = _Group()
         by_node: dict[int, list[str]] = {}
@@ -285,7 +310,24 @@ class RedisStreamsTarget(Target):
             }
             yield Endpoint(data={"slots": dep.slots.to_json(), "maxlen": maxlen},
                            processes=dep.processes, info=info)
+            url = spec.options.get("redis_url")
+            if url:  # the user's server: take our streams away again
+                info["cleanup"] = _delete_streams(str(url), spec.topics)
 
     def client(self, endpoint: Mapping[str, JSON], options: Mapping[str, JSON]) -> Client:
         """A :class:`StreamsClient` for this worker."""
         return StreamsClient(SlotMap.from_json(endpoint["slots"]), int(endpoint["maxlen"]))
+
+
+def _delete_streams(url: str, topics: Sequence[str]) -> str:
+    """Best effort: delete this run's streams from a user's server; say what happened."""
+    import redis  # redis-py, only for this one-off clean-up
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        with contextlib.closing(client):
+            for t in topics:  # one key per call: in a cluster the keys live on several nodes
+                client.delete(stream_key(t))
+    except redis.RedisError as exc:
+        return f"streams {KEY_PREFIX}* left on the server: {exc}"
+    return f"deleted the run's streams {KEY_PREFIX}*"

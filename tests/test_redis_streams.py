@@ -62,3 +62,21 @@ def test_churned_subscribers_resume_from_their_cursor(run_cli: Any) -> None:
     assert doc["status"] == "ok", doc["reasons"]
     assert s["delivered"] == s["expected"] == 2 * 3000
     assert s["lost"] == s["lost_during_churn"] == s["duplicated"] == 0
+
+
+def test_a_users_server_keeps_its_keys_and_loses_our_streams(run_cli: Any) -> None:
+    import redis
+
+    from msgbench.targets.redis_server import private_server
+
+    with private_server() as srv:
+        user = redis.Redis.from_url(srv.url)
+        user.xadd("t0", {"mine": "1"})
+        r = run_cli("run", "--target", "redis-streams", "--redis-url", srv.url, "--subs", "2",
+                    "--rate", "1000", "--duration", "500ms", "--warmup", "100ms", "--quiet")
+        assert r.returncode == 0, r.stderr
+        doc = r.result()
+        assert doc["summary"]["delivered"] == doc["summary"]["expected"] > 0
+        assert user.xlen("t0") == 1, "the user's own stream t0 was touched"
+        assert user.keys("msgbench:*") == [], "the run's streams were left behind"
+        user.close()
