@@ -123,6 +123,10 @@ class _RespConnection(asyncio.Protocol):
             self.transport.close()
 
 
+MAX_BRIDGE_BACKLOG_BYTES = 64 * 1024 * 1024
+"""PUBLISH bytes a server may have waiting for Redis before the bridge counts as lost."""
+
+
 class RedisBridge:
     """Redis pub/sub bridge; see the module docstring."""
 
@@ -231,6 +235,12 @@ class RedisBridge:
         assert self.pub is not None
         if self.pub.transport is None or self.pub.transport.is_closing():
             return  # the bridge is lost and the server is shutting down (on_lost)
+        waiting = self.pub.transport.get_write_buffer_size()
+        if waiting > MAX_BRIDGE_BACKLOG_BYTES:
+            # Redis cannot keep up: growing without bound would end in the OOM killer,
+            # so the bridge is declared lost instead, loudly.
+            self._lost(f"Redis is not keeping up: {waiting} bytes of PUBLISH waiting")
+            return
         channel = CHANNEL_PREFIX + room.encode()
         self.pub.write(b"".join([_cmd(b"PUBLISH", channel, _body(t, d)) for t, d in batch]))
 
