@@ -152,6 +152,8 @@ async def connect(addr: RedisAddress, factory: Callable[[], P],
             except ConnectionClosed:
                 raise
             except RespError as exc:
+                if "timed out" in str(exc).lower() or "did not answer" in str(exc).lower():
+                    raise  # silence is not a refusal
                 raise RespError(f"Redis at {addr.display()} refused the password: {exc}") from None
         if addr.db:
             await proto.call("SELECT", addr.db, timeout=timeout)
@@ -244,9 +246,14 @@ def discover(addr: RedisAddress) -> SlotMap:
 
 
 async def _cluster_ok(addr: RedisAddress) -> bool:
-    conn = await connect(addr, RespConnection)
+    try:
+        conn = await connect(addr, RespConnection)
+    except RespError:
+        return False  # not answering yet: the caller's deadline decides
     try:
         info = await conn.call("CLUSTER", "INFO")
+    except RespError:
+        return False
     finally:
         conn.close()
     return b"cluster_state:ok" in info
