@@ -88,6 +88,15 @@ class SequenceTracker:
             self.churn_lost += self.lost_gaps - before
             self.next_seq[key] = seq  # let the caller account ``seq`` itself as in order
 
+    def missing(self, key: int, lo: int, hi: int) -> None:
+        """Sequence numbers ``lo`` .. ``hi - 1`` of stream ``key`` were skipped (a gap, in
+        increasing order of ``lo`` per stream)."""
+        gaps = self.gaps.get(key)
+        if gaps is None:
+            gaps = self.gaps[key] = StreamGaps()
+        gaps.add(lo, hi)
+        self.lost_gaps += hi - lo
+
     def unexpected(self, key: int, seq: int, expected: int) -> bool:
         """Handle ``seq`` != ``expected`` on stream ``key``; return True if it is new.
 
@@ -95,11 +104,7 @@ class SequenceTracker:
         a duplicate does not.
         """
         if seq > expected:
-            gaps = self.gaps.get(key)
-            if gaps is None:
-                gaps = self.gaps[key] = StreamGaps()
-            gaps.add(expected, seq)
-            self.lost_gaps += seq - expected
+            self.missing(key, expected, seq)
             self.next_seq[key] = seq + 1
             return True
         gaps = self.gaps.get(key)

@@ -11,9 +11,13 @@ which on Linux share one clock across all processes of a host.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+
+import numpy as np
+import numpy.typing as npt
 
 HEADER = struct.Struct("<BxHIQQQ")
 HEADER_SIZE = HEADER.size
@@ -62,3 +66,34 @@ def decode(payload: bytes) -> Envelope:
         raise ValueError(f"payload of {len(payload)} B is shorter than the header")
     kind, topic, pub, seq, intended, sent = HEADER.unpack_from(payload)
     return Envelope(Kind(kind), topic, pub, seq, intended, sent)
+
+
+@functools.lru_cache(maxsize=64)
+def header_dtype(stride: int, offset: int) -> np.dtype[np.void]:
+    """A structured dtype reading the header of items ``stride`` bytes apart, each header
+    ``offset`` bytes into its item (fields ``head``, ``seq``, ``intended``, ``sent``)."""
+    if offset < 0 or stride < offset + HEADER_SIZE:
+        raise ValueError(f"a {HEADER_SIZE} B header does not fit at {offset} in {stride} B items")
+    return np.dtype({
+        "names": ["head", "seq", "intended", "sent"],
+        "formats": ["<u8", "<i8", "<i8", "<i8"],
+        "offsets": [offset, offset + 8, offset + 16, offset + 24],
+        "itemsize": stride,
+    })
+
+
+def pack_block(kind: int, topic: int, publisher: int, first_seq: int,
+               intended: npt.NDArray[np.int64], sent: int, size: int) -> bytes:
+    """Encode ``len(intended)`` messages of ``size`` bytes back to back, in one go.
+
+    Message ``i`` has sequence number ``first_seq + i`` and intended time
+    ``intended[i]``; all share ``kind``, ``topic``, ``publisher`` and ``sent``
+    and are zero-padded, byte for byte what :func:`encode` with :func:`padding`
+    gives.
+    """
+    records = np.zeros(len(intended), header_dtype(size, 0))
+    records["head"] = kind | topic << 16 | publisher << 32
+    records["seq"] = np.arange(first_seq, first_seq + len(intended), dtype=np.int64)
+    records["intended"] = intended
+    records["sent"] = sent
+    return records.tobytes()

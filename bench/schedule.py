@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 NS_PER_S = 1_000_000_000
 
 
@@ -27,6 +30,12 @@ class Schedule:
     def intended_ns(self, index: int) -> int:
         """When message ``index`` (0-based) is due."""
         return self.start_ns + int(index * NS_PER_S / self.rate)
+
+    def intended_block(self, first: int, end: int) -> npt.NDArray[np.int64]:
+        """:meth:`intended_ns` of messages ``first`` .. ``end - 1`` at once (the same float
+        arithmetic, element by element, so the same values)."""
+        index = np.arange(first, end, dtype=np.int64)
+        return self.start_ns + (index * NS_PER_S / self.rate).astype(np.int64)
 
     def due_count(self, now_ns: int) -> int:
         """How many messages are due at ``now_ns`` (the index of the first not yet due)."""

@@ -94,8 +94,26 @@ class Sink(abc.ABC):
     """Where a subscription pushes what it receives. Implemented by the driver."""
 
     @abc.abstractmethod
-    def deliver(self, payloads: Sequence[bytes]) -> None:
-        """Hand over payloads in arrival order. Must not block; called on the worker's loop."""
+    def deliver(self, payloads: Sequence[bytes], offset: int = 0) -> None:
+        """Hand over payloads in arrival order. Must not block; called on the worker's loop.
+
+        With ``offset``, each item is the transport's message and the payload starts
+        ``offset`` bytes into it (a topic prefix, say), so it need not be cut out.
+        """
+
+    def deliver_block(self, block: bytes, first: int, count: int, stride: int,
+                      offset: int = 0, size: int | None = None) -> None:
+        """Hand over ``count`` payloads that lie in ``block`` at a fixed ``stride``.
+
+        Item ``i`` starts at ``first + i * stride``; its payload starts ``offset``
+        bytes into the item and is ``size`` bytes long (default: to the end of the
+        item). The result is the same as :meth:`deliver` with those payloads; this
+        form spares a target that already holds them side by side (one socket read,
+        one joined buffer) from cutting out each one.
+        """
+        n = stride - offset if size is None else size
+        start = first + offset
+        self.deliver([block[p : p + n] for p in range(start, start + count * stride, stride)])
 
     @abc.abstractmethod
     def disconnected(self, reason: str) -> None:
@@ -117,6 +135,14 @@ class Publisher(abc.ABC):
         Returns once the batch has been handed to the transport; may wait for
         flow control. Raises on a broken connection.
         """
+
+    async def publish_block(self, topic: str, block: bytes, count: int, size: int) -> None:
+        """Send the ``count`` payloads of ``size`` bytes that ``block`` holds back to back.
+
+        The same as :meth:`publish` with those payloads (which is what this default
+        does); a target that can frame the whole block at once overrides it.
+        """
+        await self.publish(topic, [block[p : p + size] for p in range(0, count * size, size)])
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to close by default
         """Release the publisher's resources."""

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from msgbench import envelope
-from msgbench.envelope import HEADER_SIZE, Envelope, Kind
+from msgbench.envelope import HEADER_SIZE, Envelope, Kind, encode, pack_block, padding
 
 
 def test_round_trip_keeps_every_field_and_pads_to_size() -> None:
@@ -26,3 +27,14 @@ def test_decode_rejects_short_and_unknown_payloads() -> None:
     bad[0] = 99
     with pytest.raises(ValueError):
         envelope.decode(bytes(bad))
+
+
+@pytest.mark.parametrize("size", [HEADER_SIZE, 64, 1024])
+def test_pack_block_is_encode_back_to_back(size: int) -> None:
+    intended = np.array([5, 1 << 40, 7, (1 << 62) + 3], np.int64)
+    block = pack_block(int(Kind.MEASURE), 513, 70_000, 1 << 33, intended, 99, size)
+    one_by_one = b"".join(
+        encode(Envelope(Kind.MEASURE, 513, 70_000, (1 << 33) + i, int(x), 99), padding(size))
+        for i, x in enumerate(intended)
+    )
+    assert block == one_by_one

@@ -35,3 +35,12 @@ def test_rate_must_be_positive(rate: float) -> None:
 def test_fractional_rates_do_not_drift() -> None:
     s = Schedule(start_ns=0, rate=7.0)
     assert s.count_before(60 * NS_PER_S) == 420
+
+
+@pytest.mark.parametrize("rate", [1.0, 3.0, 7.7, 1000.0, 333_333.3, 2_000_000.0])
+def test_intended_block_matches_one_by_one(rate: float) -> None:
+    s = Schedule(123_456_789_012, rate)
+    first = 10_000_000
+    assert s.intended_block(first, first + 500).tolist() == [
+        s.intended_ns(i) for i in range(first, first + 500)
+    ]
