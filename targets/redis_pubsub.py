@@ -58,12 +58,13 @@ from msgbench.targets.redis_cluster import (
     deploy,
 )
 from msgbench.targets.resp import (
-    PubSubConnection,
     RespConnection,
     RespError,
     command_head,
     pipeline,
+    pipeline_block,
 )
+from msgbench.targets.resp_pubsub import PubSubConnection
 
 MAX_OUTSTANDING = 4096
 """Publish replies a fast publisher may owe before it waits (half of them, then it goes on):
@@ -120,7 +121,16 @@ class PipelinedPublisher(Publisher):
     async def publish(self, topic: str, payloads: Sequence[bytes]) -> None:
         """Write the batch in one go; wait only when too many replies are owed."""
         conn, head = self.routes.get(topic) or self._route(topic)
-        conn.send_counted(pipeline(head, payloads), len(payloads))
+        await self._send(conn, pipeline(head, payloads), len(payloads))
+
+    async def publish_block(self, topic: str, block: bytes, count: int, size: int) -> None:
+        """:meth:`publish` for payloads lying back to back (framed by :func:`pipeline_block`)."""
+        conn, head = self.routes.get(topic) or self._route(topic)
+        await self._send(conn, pipeline_block(head, block, count, size), count)
+
+    @staticmethod
+    async def _send(conn: RespConnection, data: bytes, commands: int) -> None:
+        conn.send_counted(data, commands)
         if conn.outstanding > MAX_OUTSTANDING or conn.paused:
             await conn.wait_capacity(MAX_OUTSTANDING)
 
@@ -200,7 +210,7 @@ class _FastSubscription(_Watched):
     async def open(self, addr: RedisAddress, verb: str, channels: Sequence[str]) -> None:
         conn = await connect(addr, PubSubConnection)
         self.conns.append(conn)
-        conn.on_messages = self.sink.deliver
+        conn.sink = self.sink
         conn.on_lost = lambda reason: self.lost(addr, reason)
         await conn.subscribe(verb, channels)
 

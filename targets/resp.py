@@ -8,9 +8,8 @@ the client's share small:
   ``SPUBLISH``, ``XADD``) in one ``write`` and only *count* the replies; a
   bounded number of outstanding replies is the backpressure
   (:meth:`RespConnection.send_counted`, :meth:`RespConnection.wait_capacity`);
-* subscribers parse everything one socket read brought in one go (hiredis, plus
-  a checked shortcut for runs of same-shaped messages) and hand every payload
-  of that read to one callback (:class:`PubSubConnection`);
+* subscribers parse everything one socket read brought in one go
+  (:mod:`msgbench.targets.resp_pubsub`);
 * request / response calls (handshake, ``XREAD``, ``CLUSTER SLOTS``) are
   answered in order through futures (:meth:`RespConnection.call`).
 
@@ -30,7 +29,6 @@ from typing import Any, cast
 
 import hiredis
 import numpy as np
-import numpy.typing as npt
 
 REPLY_TIMEOUT_S = 5.0
 """How long a request / response call waits for its reply."""
@@ -38,9 +36,6 @@ REPLY_TIMEOUT_S = 5.0
 _COUNTABLE_BYTES = b":$-0123456789\r\n"
 """Replies made only of these bytes are integers (``:N``) or stream ids (``$15 .. 1-0``):
 never an error, whose text has letters."""
-_MESSAGE_KINDS = (b"message", b"smessage")
-_VECTOR_MIN = 16
-"""From this many messages in one read on, their headers are checked with numpy at once."""
 
 Arg = bytes | str | int
 
@@ -94,6 +89,18 @@ def pipeline(head: bytes, payloads: Sequence[bytes]) -> bytes:
         lead = head + b"$%d\r\n" % size
         return lead + (b"\r\n" + lead).join(payloads) + b"\r\n"
     return b"".join([head + b"$%d\r\n" % len(p) + p + b"\r\n" for p in payloads])
+
+
+def pipeline_block(head: bytes, block: bytes, count: int, size: int) -> bytes:
+    """:func:`pipeline` for ``count`` payloads of ``size`` bytes lying back to back in
+    ``block``: every command is framed at once with numpy, no payload is cut out."""
+    lead = head + b"$%d\r\n" % size
+    rows = np.empty((count, len(lead) + size + 2), np.uint8)
+    rows[:, : len(lead)] = np.frombuffer(lead, np.uint8)
+    rows[:, len(lead) : -2] = np.frombuffer(block, np.uint8, count * size).reshape(count, size)
+    rows[:, -2] = 13
+    rows[:, -1] = 10
+    return rows.tobytes()
 
 
 def _count_replies(data: bytes) -> tuple[int, int] | None:
@@ -345,8 +352,6 @@ class RespConnection(asyncio.Protocol):
             self.transport.close()
 
 
-PushFn = Callable[[list[bytes]], None]
-
 
 def reply_end(buf: bytes, pos: int) -> int:
     """Where the RESP2 reply starting at ``buf[pos]`` ends, or -1 when it is incomplete.
@@ -371,103 +376,3 @@ def reply_end(buf: bytes, pos: int) -> int:
                 return -1
         return p
     raise ValueError(f"not a RESP2 reply: {buf[pos:pos + 20]!r}")
-
-
-class PubSubConnection(RespConnection):
-    """A subscribed connection: message payloads of one read go to ``on_messages`` at once.
-
-    Pub/sub pushes of one channel and one payload size are byte-for-byte the
-    same apart from the payload, so once hiredis has parsed one, the following
-    ones are cut out by position, after checking (with numpy, for a whole read
-    at a time) that every one of them carries exactly that header and the
-    closing CRLF. This follows RESP's own length framing, so it yields what a
-    full parser would, at a fraction of the cost; anything else (another
-    channel or size, subscribe confirmations, errors) is framed by
-    :func:`reply_end` and parsed by hiredis.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.on_messages: PushFn | None = None
-        self._rest = b""
-        self._head = b""
-        self._head_np: npt.NDArray[np.uint8] = np.zeros(0, np.uint8)
-        self._size = 0
-        self._stride = -1
-
-    def data_received(self, data: bytes) -> None:
-        """Parse all that arrived; one ``on_messages`` call per read."""
-        if (len(data) == self._stride and not self._rest and data.startswith(self._head)
-                and data.endswith(b"\r\n") and self.on_messages is not None):
-            # one message per read is the common case at low rates: keep it short
-            self.on_messages([data[len(self._head) : -2]])
-            return
-        buf = self._rest + data if self._rest else data
-        out: list[bytes] = []
-        try:
-            pos = self._scan(buf, out)
-        except (ValueError, hiredis.ProtocolError) as exc:
-            self._protocol_error(exc)
-            return
-        self._rest = buf[pos:]
-        if out and self.on_messages is not None:
-            self.on_messages(out)
-
-    def _scan(self, buf: bytes, out: list[bytes]) -> int:
-        pos, n = 0, len(buf)
-        while pos < n:
-            head = self._head
-            if head and buf.startswith(head, pos):
-                stride = self._stride
-                whole = self._same(buf, pos, (n - pos) // stride, stride)
-                if whole:
-                    a, size = pos + len(head), self._size
-                    out += [buf[i : i + size] for i in range(a, a + whole * stride, stride)]
-                    pos += whole * stride
-                    continue
-            end = reply_end(buf, pos)
-            if end < 0:
-                break  # the rest of this reply is still on its way
-            self._one(buf, pos, end, out)
-            pos = end
-        return pos
-
-    def _same(self, buf: bytes, pos: int, k: int, stride: int) -> int:
-        """How many of the ``k`` messages from ``pos`` on have the learned header and CRLF."""
-        if k < _VECTOR_MIN:
-            head, good = self._head, 0
-            while good < k and buf.startswith(head, pos) and \
-                    buf[pos + stride - 2 : pos + stride] == b"\r\n":
-                good += 1
-                pos += stride
-            return good
-        rows = np.frombuffer(buf, np.uint8, k * stride, pos).reshape(k, stride)
-        ok = (rows[:, : len(self._head)] == self._head_np).all(axis=1)
-        ok &= rows[:, -2] == 13
-        ok &= rows[:, -1] == 10
-        return k if ok.all() else int(ok.argmin())
-
-    def _one(self, buf: bytes, pos: int, end: int, out: list[bytes]) -> None:
-        """Parse one whole reply with hiredis; a message also teaches its header."""
-        self.reader.feed(buf, pos, end - pos)
-        reply = self.reader.gets()
-        if type(reply) is list and len(reply) == 3 and reply[0] in _MESSAGE_KINDS:
-            payload = reply[2]
-            out.append(payload)
-            self._size = len(payload)
-            self._head = buf[pos : end - self._size - 2]
-            self._stride = end - pos
-            self._head_np = np.frombuffer(self._head, np.uint8)
-            return
-        self._reply(reply)
-
-    async def subscribe(self, verb: str, channels: Sequence[str]) -> None:
-        """``SUBSCRIBE`` / ``SSUBSCRIBE`` each channel; returns once Redis confirmed all."""
-        futs = [self.send_call(command(verb, ch)) for ch in channels]
-        try:
-            replies = await asyncio.wait_for(asyncio.gather(*futs), REPLY_TIMEOUT_S)
-        except TimeoutError:
-            raise RespError(f"Redis did not confirm {verb} within {REPLY_TIMEOUT_S:g} s") from None
-        for r in replies:
-            if not (isinstance(r, list) and r and r[0] == verb.lower().encode()):
-                raise RespError(f"unexpected reply to {verb}: {r!r}"[:200])

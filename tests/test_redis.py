@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,17 +21,18 @@ import redis
 
 from conftest import CliRun, msgbench_argv
 from msgbench.procs import free_port, which
-from msgbench.target import TargetError
+from msgbench.target import Sink, TargetError
 from msgbench.targets.redis_cluster import parse_url
 from msgbench.targets.redis_pubsub import buffer_limit
 from msgbench.targets.redis_server import RedisServer, private_server
 from msgbench.targets.resp import (
-    PubSubConnection,
     RespConnection,
     command,
     command_head,
     pipeline,
+    pipeline_block,
 )
+from msgbench.targets.resp_pubsub import PubSubConnection
 
 pytestmark = pytest.mark.skipif(not which("redis-server"), reason="redis-server not installed")
 
@@ -81,6 +82,13 @@ def test_pipeline_encodes_what_hiredis_reads_back() -> None:
     assert reader.gets() is False
 
 
+def test_pipeline_block_is_pipeline_of_the_cut_payloads() -> None:
+    head = command_head("SPUBLISH", "topic-7")
+    payloads = [bytes([i]) * 40 for i in range(5)] + [(b"\r\n$3\r\n" * 7)[:40]]
+    block = b"".join(payloads)
+    assert pipeline_block(head, block, len(payloads), 40) == pipeline(head, payloads)
+
+
 def test_subscriber_parser_matches_hiredis_at_any_split() -> None:
     """The position-based fast path yields exactly the payloads, whatever the read sizes."""
     rng = random.Random(7)
@@ -94,15 +102,38 @@ def test_subscriber_parser_matches_hiredis_at_any_split() -> None:
         expected.append(payload)
     stream = b"".join(parts)
     for _ in range(5):
-        got: list[bytes] = []
+        sink = _Collect()
         conn = PubSubConnection()
-        conn.on_messages = got.extend
+        conn.sink = sink
         pos = 0
         while pos < len(stream):
             step = rng.choice([1, 5, 97, 4096, 65536])
             conn.data_received(stream[pos : pos + step])
             pos += step
-        assert got == expected and conn.error is None
+        assert sink.got == expected and conn.error is None
+        assert sink.blocks > 0  # runs of same-shaped messages went over as blocks
+
+
+class _Collect(Sink):
+    """Collects payloads; counts the block hand-overs (cut out by the base class)."""
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+        self.blocks = 0
+
+    def deliver(self, payloads: Sequence[bytes], offset: int = 0) -> None:
+        self.got.extend(p[offset:] for p in payloads)
+
+    def deliver_block(self, block: bytes, first: int, count: int, stride: int,
+                      offset: int = 0, size: int | None = None) -> None:
+        self.blocks += 1
+        super().deliver_block(block, first, count, stride, offset, size)
+
+    def disconnected(self, reason: str) -> None:
+        raise AssertionError(reason)
+
+    def note(self, reason: str) -> None:
+        raise AssertionError(reason)
 
 
 class _Wire:
