@@ -64,8 +64,10 @@ LINGER_MS = 1000
 RECONNECT_IVL_MS = 20
 """Retry interval of a connect whose peer is not bound yet (ZeroMQ's default is 100 ms):
 subscribers connect before publishers bind, and this shortens the probe phase."""
-NODROP_BACKOFF_S = 0.001
-"""Pause of a ``--zmq-nodrop`` publisher at the high-water mark (the loop's timer tick)."""
+NODROP_WAIT_MS = 2
+"""How long a ``--zmq-nodrop`` publisher at the high-water mark blocks in ``send`` for room
+before it gives the worker's loop a turn. ZeroMQ wakes a blocked send the moment there is
+room; sleeping on a timer instead idles the pipe for a whole millisecond tick."""
 MAX_TOPIC_BYTES = 255
 
 _NOBLOCK = zmq.NOBLOCK
@@ -218,14 +220,16 @@ class _Publisher(Publisher):
                     send(prefix + payloads[i], _NOBLOCK)
                     i += 1
             except zmq.Again:  # XPUB_NODROP at the mark: wait for room
-                await self._wait_for_room()
-
-    async def _wait_for_room(self) -> None:
-        # An XPUB reports POLLOUT even when full (libzmq's distributor always claims room),
-        # so there is no FD edge to wait for: back off one timer tick, then try again.
-        if self.lost:
-            raise ZmqLinkLost(self.lost)
-        await asyncio.sleep(NODROP_BACKOFF_S)
+                # An XPUB reports POLLOUT even when full (libzmq's distributor always claims
+                # room), so there is no FD edge to await: block briefly in ZeroMQ instead
+                # (SNDTIMEO is NODROP_WAIT_MS), then let the loop run.
+                try:
+                    send(prefix + payloads[i], 0)
+                    i += 1
+                except zmq.Again:
+                    if self.lost:
+                        raise ZmqLinkLost(self.lost) from None
+                    await asyncio.sleep(0)
 
     async def close(self) -> None:
         """Close, letting ZeroMQ flush for at most :data:`LINGER_MS`."""
@@ -260,9 +264,9 @@ class _Subscription(Subscription):
         cut = self.cut
         more = True
         try:
-            if cut is not None:
+            if cut is not None:  # the sink skips the prefix itself: no copy per message
                 for _ in range(MAX_BATCH):
-                    append(recv(_NOBLOCK)[cut:])
+                    append(recv(_NOBLOCK))
             else:  # topics of different lengths: read each message's length byte
                 for _ in range(MAX_BATCH):
                     m = recv(_NOBLOCK)
@@ -272,7 +276,7 @@ class _Subscription(Subscription):
             # so ask ZeroMQ directly before waiting for the next edge.
             more = _readable(self.sock)
         if batch:
-            self.sink.deliver(batch)
+            self.sink.deliver(batch, cut or 0)
         if more:
             self.loop.call_soon(self._drain)  # full batch: let the rest of the loop run first
 
@@ -309,6 +313,7 @@ class _ZmqClient(Client):
         sock = self._socket(zmq.XPUB if nodrop else zmq.PUB)
         if nodrop:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
+            sock.setsockopt(zmq.SNDTIMEO, NODROP_WAIT_MS)
         proxy: str | None = None
         try:
             if self.endpoint["mode"] == "mesh":
