@@ -12,11 +12,11 @@ Two client paths:
   whole batch of pipelined commands in one write and only counts the replies,
   with a bound on outstanding replies as backpressure; a subscriber parses
   all that one socket read brought (hiredis, and a checked positional
-  shortcut for runs of same-shaped messages) and delivers its payloads in one
-  call (see :mod:`msgbench.targets.resp`).
-* ``redis-py`` measures what a redis-py asyncio application sees: a batch
-  is one non-transactional pipeline (``--batch 1``: one ``publish`` per
-  message), subscribers loop over ``PubSub.get_message``.
+  shortcut for runs of same-shaped messages) and hands runs of them to the
+  driver as one block (see :mod:`msgbench.targets.resp` and
+  :mod:`msgbench.targets.resp_pubsub`).
+* ``redis-py`` measures what a redis-py asyncio application sees
+  (:mod:`msgbench.targets.redis_py`).
 
 Redis disconnects a subscriber whose output buffer passes
 ``client-output-buffer-limit pubsub``; the subscriber reports it through
@@ -25,15 +25,9 @@ Redis disconnects a subscriber whose output buffer passes
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from msgbench.procs import which
 from msgbench.target import (
@@ -50,16 +44,16 @@ from msgbench.target import (
     TargetOption,
 )
 from msgbench.targets.redis_cluster import (
-    CONNECT_TIMEOUT_S,
     RedisAddress,
     SlotMap,
     address,
     connect,
     deploy,
 )
+from msgbench.targets.redis_py import PyClient
+from msgbench.targets.redis_watch import Watched, group_by_node
 from msgbench.targets.resp import (
     RespConnection,
-    RespError,
     command_head,
     pipeline,
     pipeline_block,
@@ -70,10 +64,6 @@ MAX_OUTSTANDING = 4096
 """Publish replies a fast publisher may owe before it waits (half of them, then it goes on):
 enough pipelining to keep Redis busy, little enough that closed-loop latency is not queueing
 inside msgbench."""
-PROBE_TIMEOUT_S = 1.0
-"""How long a subscriber that lost its connection checks whether the server is still up."""
-PY_READ_TIMEOUT_S = 1.0
-"""redis-py subscribers wake this often when nothing arrives (to notice cancellation)."""
 CLIENTS = ("fast", "redis-py")
 _SIZE_RE = re.compile(r"^\d+(?:b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
 
@@ -153,56 +143,7 @@ class PipelinedPublisher(Publisher):
         return cls(conns, slots, head_for)
 
 
-async def lost_reason(addr: RedisAddress, reason: str) -> str:
-    """Explain a subscriber's lost connection: server gone, or it dropped this client.
-
-    Redis closes a subscriber whose output buffer passed its limit without a
-    word, so the only way to tell is whether the server still answers.
-    """
-    try:
-        conn = await connect(addr, RespConnection, timeout=PROBE_TIMEOUT_S)
-    except RespError:
-        return f"redis-server at {addr.display()} went away ({reason})"
-    try:
-        await conn.call("PING", timeout=PROBE_TIMEOUT_S)
-    except RespError:
-        return f"redis-server at {addr.display()} stopped answering ({reason})"
-    finally:
-        conn.close()
-    return ("redis closed the connection while the server is still up "
-            "(client-output-buffer-limit pubsub exceeded?)")
-
-
-class _Watched(Subscription):
-    """A subscription whose connections report their loss once, with a probed reason."""
-
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
-        self.closed = False
-        self.reported = False
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def lost(self, addr: RedisAddress, reason: str) -> None:
-        if self.closed or self.reported:
-            return
-        self.reported = True
-        task = asyncio.ensure_future(self._report(addr, reason))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _report(self, addr: RedisAddress, reason: str) -> None:
-        text = await lost_reason(addr, reason)
-        if not self.closed:
-            self.sink.disconnected(text)
-
-    async def close(self) -> None:
-        """Stop reporting; subclasses close their connections."""
-        self.closed = True
-        for t in list(self.tasks):
-            t.cancel()
-
-
-class _FastSubscription(_Watched):
+class _FastSubscription(Watched):
     def __init__(self, sink: Sink) -> None:
         super().__init__(sink)
         self.conns: list[PubSubConnection] = []
@@ -221,13 +162,6 @@ class _FastSubscription(_Watched):
             c.close()
 
 
-def _group(slots: SlotMap, topics: Sequence[str]) -> dict[int, list[str]]:
-    by_node: dict[int, list[str]] = {}
-    for t in topics:
-        by_node.setdefault(slots.node_for(t), []).append(t)
-    return by_node
-
-
 class FastClient(Client):
     """Pipelined RESP, counted replies, batched parsing (see the module docstring)."""
 
@@ -244,114 +178,8 @@ class FastClient(Client):
         """Subscribe on each node serving one of ``topics``; returns once Redis confirmed."""
         sub = _FastSubscription(sink)
         try:
-            for node, channels in _group(self.slots, topics).items():
+            for node, channels in group_by_node(self.slots, topics).items():
                 await sub.open(self.slots.nodes[node], self.sub_verb, channels)
-        except BaseException:
-            await sub.close()
-            raise
-        return sub
-
-
-def _py_redis(addr: RedisAddress) -> aioredis.Redis:
-    # No retries: a redis-py pub/sub connection would otherwise reconnect and resubscribe
-    # silently after Redis dropped it, hiding the disconnect the benchmark must report.
-    return aioredis.Redis(
-        host=addr.host, port=addr.port, db=addr.db, username=addr.username,
-        password=addr.password, ssl=addr.tls,
-        ssl_cert_reqs="required" if addr.verify_tls else "none",
-        retry=Retry(NoBackoff(), 0), socket_connect_timeout=CONNECT_TIMEOUT_S,
-    )
-
-
-class _PyPublisher(Publisher):
-    def __init__(self, clients: list[aioredis.Redis], slots: SlotMap, sharded: bool) -> None:
-        self.clients = clients
-        self.slots = slots
-        self.sharded = sharded
-
-    async def publish(self, topic: str, payloads: Sequence[bytes]) -> None:
-        """One ``publish`` per message, or one pipeline per batch."""
-        r = self.clients[self.slots.node_for(topic)]
-        if len(payloads) == 1:
-            await (r.spublish if self.sharded else r.publish)(topic, payloads[0])
-            return
-        pipe = r.pipeline(transaction=False)
-        send = pipe.spublish if self.sharded else pipe.publish
-        for p in payloads:
-            send(topic, p)
-        await pipe.execute()
-
-    async def close(self) -> None:
-        """Close the clients."""
-        for r in self.clients:
-            await r.aclose()
-
-
-class _PySubscription(_Watched):
-    def __init__(self, sink: Sink) -> None:
-        super().__init__(sink)
-        self.pubsubs: list[aioredis.client.PubSub] = []
-        self.clients: list[aioredis.Redis] = []
-        self.readers: list[asyncio.Task[None]] = []
-
-    async def open(self, addr: RedisAddress, sharded: bool, channels: Sequence[str]) -> None:
-        r = _py_redis(addr)
-        self.clients.append(r)
-        ps = r.pubsub()
-        self.pubsubs.append(ps)
-        await (ps.ssubscribe if sharded else ps.subscribe)(*channels)
-        confirmed = 0
-        while confirmed < len(channels):  # "in place" once Redis confirmed every channel
-            msg = await ps.get_message(timeout=PY_READ_TIMEOUT_S)
-            if msg is None:
-                raise TargetError(f"redis-py subscriber not confirmed by {addr.display()}")
-            confirmed += msg["type"] in ("subscribe", "ssubscribe")
-        self.readers.append(asyncio.ensure_future(self._read(addr, ps)))
-
-    async def _read(self, addr: RedisAddress, ps: aioredis.client.PubSub) -> None:
-        deliver = self.sink.deliver
-        try:
-            while True:
-                msg = await ps.get_message(ignore_subscribe_messages=True,
-                                           timeout=PY_READ_TIMEOUT_S)
-                if msg is not None and msg["type"] in ("message", "smessage"):
-                    deliver([msg["data"]])
-        except (RedisError, OSError) as exc:
-            self.lost(addr, f"redis-py: {type(exc).__name__}: {exc}")
-
-    async def close(self) -> None:
-        """Stop the reader tasks and close the connections."""
-        await super().close()
-        for t in self.readers:
-            t.cancel()
-        for ps in self.pubsubs:
-            with contextlib.suppress(RedisError, OSError):
-                await ps.aclose()  # type: ignore[no-untyped-call]
-        for r in self.clients:
-            with contextlib.suppress(RedisError, OSError):
-                await r.aclose()
-
-
-class PyClient(Client):
-    """redis-py asyncio, as an application would use it."""
-
-    def __init__(self, slots: SlotMap, sharded: bool) -> None:
-        self.slots = slots
-        self.sharded = sharded
-
-    async def publisher(self, pub_id: int) -> Publisher:
-        """One redis-py client per node."""
-        clients = [_py_redis(a) for a in self.slots.nodes]
-        for r in clients:
-            await r.ping()  # fail now, not at the first publish
-        return _PyPublisher(clients, self.slots, self.sharded)
-
-    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
-        """A ``PubSub`` per node serving one of ``topics``."""
-        sub = _PySubscription(sink)
-        try:
-            for node, channels in _group(self.slots, topics).items():
-                await sub.open(self.slots.nodes[node], self.sharded, channels)
         except BaseException:
             await sub.close()
             raise
