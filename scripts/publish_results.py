@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
+import tempfile
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,6 +124,16 @@ def readme(rows: list[Row], runs: list[tuple[Path, RunResult]],
     return "\n".join(parts)
 
 
+def _swap_in(new: Path, out: Path) -> None:
+    """Replace the directory ``out`` by ``new`` (renames, so never half of each)."""
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run (unless --no-run) and write; exit 0, or 1 if a cell failed, 2 for bad input."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -154,11 +166,18 @@ def main(argv: list[str] | None = None) -> int:
         except WorkloadError as exc:
             print(f"publish_results: error: {exc}", file=sys.stderr)
             return 2
-        for old in out.glob("*.json"):
-            old.unlink()  # the published set is regenerated as a whole
+        # The published set is regenerated as a whole, in a directory of its own: an
+        # interrupted run leaves published/ as it was and keeps what it measured aside.
+        staging = Path(tempfile.mkdtemp(prefix="published-", suffix=".partial", dir=results_dir))
         runner = Runner()
-        outcomes = run_jobs([Job(c, runner, out) for c in cells], err)
+        try:
+            outcomes = run_jobs([Job(c, runner, staging) for c in cells], err)
+        except KeyboardInterrupt:
+            print(f"publish_results: interrupted; {out} is unchanged, what was measured is in "
+                  f"{staging}", file=sys.stderr)
+            return 130
         failed = [o.row() for o in outcomes if o.result is None]
+        _swap_in(staging, out)
     try:
         runs = load_all([str(out)])
     except ResultError as exc:
