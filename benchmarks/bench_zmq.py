@@ -7,6 +7,9 @@
    subscriber received. Two pairs: PUB drops at the high-water mark like
    msgbench's default publisher; XPUB with ``ZMQ_XPUB_NODROP`` waits there
    like ``--zmq-nodrop``. Each msgbench variant is compared with its own.
+   With a C compiler and libzmq's headers, a third pair runs the same loops
+   in C (``zmq_ref.c``): what libzmq itself does here, without Python. Done
+   at ZeroMQ's default high-water mark (1000) and at 100000 (``--hwm``).
 2. Mesh and forwarder, ``4 -> 32``, 64 B and 1 KiB: closed loop with
    ``--zmq-nodrop`` finds the sustainable maximum (see :func:`_sustained`;
    CPU of each part); closed loop with the default PUB shows what dropping
@@ -19,19 +22,22 @@ messages that the measured ones would then wait behind for seconds, hiding the
 throughput. Medians of ``--trials`` runs (part 1); one run per cell in part 2.
 The 2-core machine is shared and noisy: compare figures measured in one go.
 
-    python3 benchmarks/bench_zmq.py [--trials 3] [--duration 3s] [--skip-fanout]
+    python3 benchmarks/bench_zmq.py [--trials 3] [--duration 3s] [--hwm 1000,100000]
+                                    [--skip-fanout] [--skip-one]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -39,17 +45,23 @@ import zmq
 from msgbench.config import RunConfig
 from msgbench.plan import plan_workers
 from msgbench.procs import LOOPBACK, free_port
+from msgbench.targets.zmq_proxy import DEFAULT_HWM
 
 PREFIX = b"\x02t0"
 REF_SETTLE_S = 0.5
 REF_BATCH = 1000
 RUN_TIMEOUT_S = 300
 REF_RECV_TIMEOUT_MS = 10_000
+HIGH_HWM = 100_000
+"""A high-water mark that lets the kernel's socket buffers, not ZeroMQ's queue limit, set the
+pace: at ZeroMQ's default of 1000, PUB drops (or a NODROP publisher stalls) long before the
+subscriber is saturated, even in C."""
 
 
-def _ref_pub(addr: str, seconds: float, nodrop: bool) -> None:
+def _ref_pub(addr: str, seconds: float, nodrop: bool, hwm: int) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.XPUB if nodrop else zmq.PUB)
+    sock.setsockopt(zmq.SNDHWM, hwm)
     if nodrop:  # a blocking send then waits at the high-water mark instead of dropping
         sock.setsockopt(zmq.XPUB_NODROP, 1)
     sock.bind(addr)
@@ -63,9 +75,10 @@ def _ref_pub(addr: str, seconds: float, nodrop: bool) -> None:
     ctx.term()
 
 
-def _ref_sub(addr: str, seconds: float) -> None:
+def _ref_sub(addr: str, seconds: float, hwm: int) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.SUBSCRIBE, PREFIX)
     sock.setsockopt(zmq.RCVTIMEO, REF_RECV_TIMEOUT_MS)  # fail, never hang
     sock.connect(addr)
@@ -83,16 +96,36 @@ def _ref_sub(addr: str, seconds: float) -> None:
     ctx.term()
 
 
-def _reference(seconds: float, nodrop: bool = False) -> float:
-    """Messages/s a bare blocking SUB receives from a bare blocking PUB (two processes)."""
+def _reference(seconds: float, hwm: int, nodrop: bool = False,
+               c_ref: Path | None = None) -> float:
+    """Messages/s a bare blocking SUB receives from a bare blocking PUB (two processes):
+    pyzmq, or with ``c_ref`` the same loops in C against libzmq (no Python at all)."""
     addr = f"tcp://{LOOPBACK}:{free_port()}"
-    me = [sys.executable, __file__, "--ref-role"]
-    sub = subprocess.Popen([*me, "sub", addr, str(seconds)], stdout=subprocess.PIPE, text=True)
-    pub = subprocess.Popen([*me, "pub-nodrop" if nodrop else "pub", addr,
-                            str(seconds + 2 * REF_SETTLE_S)])
+    me = [str(c_ref)] if c_ref else [sys.executable, __file__, "--ref-role"]
+    pub_role = "pub-nodrop" if nodrop else "pub"
+    sub = subprocess.Popen([*me, "sub", addr, str(seconds), str(hwm)], stdout=subprocess.PIPE,
+                           text=True)
+    pub = subprocess.Popen([*me, pub_role, addr, str(seconds + 2 * REF_SETTLE_S), str(hwm)])
     out, _ = sub.communicate(timeout=RUN_TIMEOUT_S)
     pub.wait(RUN_TIMEOUT_S)
+    if sub.returncode != 0:
+        raise SystemExit(f"reference subscriber failed ({' '.join(me)})")
     return float(out.strip())
+
+
+def _build_c_reference(workdir: Path) -> Path | None:
+    """Compile ``zmq_ref.c`` (the reference loops in C) if a compiler and libzmq's headers
+    are here; None (and why) otherwise."""
+    exe = workdir / "zmq_ref"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    proc = None if cc is None else subprocess.run(
+        [cc, "-O2", "-o", str(exe), str(Path(__file__).with_name("zmq_ref.c")), "-lzmq"],
+        capture_output=True, text=True, check=False)
+    if proc is None or proc.returncode != 0:
+        print("C reference skipped: needs a C compiler and libzmq's headers "
+              "(apt install libzmq3-dev)")
+        return None
+    return exe
 
 
 def _msgbench(args: Sequence[str]) -> dict[str, Any]:
@@ -144,26 +177,32 @@ def _sustained(doc: dict[str, Any], seconds: float) -> float:
     return float(s["delivered"]) / (seconds + float(s["latency_ns"]["max"]) / 1e9)
 
 
-def _one_to_one(trials: int, duration: str, seconds: float) -> None:
+def _one_to_one(trials: int, duration: str, seconds: float, hwm: int,
+                c_ref: Path | None) -> None:
+    print(f"\n1 -> 1, 64 B, --hwm {hwm} (SNDHWM / RCVHWM on both sides of every pair)")
     common = ["--pubs", "1", "--subs", "1", "--size", "64", "--rate", "max",
-              "--duration", duration, "--warmup", "0s"]
-    ref: list[float] = []
-    ref_nodrop: list[float] = []
-    drop: list[float] = []
-    nodrop: list[float] = []
+              "--duration", duration, "--warmup", "0s", "--hwm", str(hwm)]
+    rows: dict[str, list[float]] = {k: [] for k in ("ref", "ref_nodrop", "c", "drop", "nodrop")}
     for i in range(trials):
-        ref.append(_reference(seconds))
-        ref_nodrop.append(_reference(seconds, nodrop=True))
+        rows["ref"].append(_reference(seconds, hwm))
+        rows["ref_nodrop"].append(_reference(seconds, hwm, nodrop=True))
+        if c_ref is not None:
+            rows["c"].append(_reference(seconds, hwm, c_ref=c_ref))
         d = _msgbench(common)
         n = _msgbench([*common, "--zmq-nodrop"])
-        drop.append(d["summary"]["deliveries_per_s"])
-        nodrop.append(n["summary"]["deliveries_per_s"])
-        print(f"trial {i + 1}: reference {ref[-1] / 1e6:.3f} / nodrop {ref_nodrop[-1] / 1e6:.3f} "
-              f"M/s   msgbench {drop[-1] / 1e6:.3f} M/s (lost {d['summary']['lost']:,})   "
-              f"--zmq-nodrop {nodrop[-1] / 1e6:.3f} M/s (lost {n['summary']['lost']:,})",
+        rows["drop"].append(d["summary"]["deliveries_per_s"])
+        rows["nodrop"].append(n["summary"]["deliveries_per_s"])
+        c_text = f" / C {rows['c'][-1] / 1e6:.3f}" if c_ref is not None else ""
+        print(f"trial {i + 1}: reference {rows['ref'][-1] / 1e6:.3f} / nodrop "
+              f"{rows['ref_nodrop'][-1] / 1e6:.3f}{c_text} M/s   msgbench "
+              f"{rows['drop'][-1] / 1e6:.3f} M/s (lost {d['summary']['lost']:,})   "
+              f"--zmq-nodrop {rows['nodrop'][-1] / 1e6:.3f} M/s (lost {n['summary']['lost']:,})",
               flush=True)
-    r, rn = statistics.median(ref), statistics.median(ref_nodrop)
-    o, w = statistics.median(drop), statistics.median(nodrop)
+    med = {k: statistics.median(v) for k, v in rows.items() if v}
+    r, rn, o, w = med["ref"], med["ref_nodrop"], med["drop"], med["nodrop"]
+    if "c" in med:
+        print(f"median reference, libzmq in C, PUB -> SUB:             {med['c'] / 1e6:.3f} "
+              "M msgs/s")
     print(f"median reference, bare pyzmq PUB -> SUB (2 processes):  {r / 1e6:.3f} M msgs/s")
     print(f"median reference, bare XPUB_NODROP -> SUB:             {rn / 1e6:.3f} M msgs/s")
     print(f"median msgbench zmq mesh 1->1, all recorded:           {o / 1e6:.3f} M deliveries/s"
@@ -197,23 +236,29 @@ def _fanout(duration: str, seconds: float) -> None:
 def main() -> None:
     """Run the benchmark (or, with ``--ref-role``, one side of the reference)."""
     if len(sys.argv) > 1 and sys.argv[1] == "--ref-role":
-        role, addr, secs = sys.argv[2], sys.argv[3], float(sys.argv[4])
+        role, addr, secs, hwm = sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
         if role.startswith("pub"):
             time.sleep(REF_SETTLE_S)
-            _ref_pub(addr, secs, nodrop=role == "pub-nodrop")
+            _ref_pub(addr, secs, role == "pub-nodrop", hwm)
         else:
-            _ref_sub(addr, secs)
+            _ref_sub(addr, secs, hwm)
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--duration", default="3s")
     ap.add_argument("--skip-fanout", action="store_true", help="only the 1 -> 1 part")
     ap.add_argument("--skip-one", action="store_true", help="only the 4 -> 32 part")
+    ap.add_argument("--hwm", default=f"{DEFAULT_HWM},{HIGH_HWM}",
+                    help="comma-separated high-water marks for the 1 -> 1 part "
+                         f"[{DEFAULT_HWM} (ZeroMQ's default),{HIGH_HWM}]")
     args = ap.parse_args()
     seconds = float(args.duration.rstrip("s"))
     print(f"libzmq {zmq.zmq_version()}, pyzmq {zmq.__version__}")
     if not args.skip_one:
-        _one_to_one(args.trials, args.duration, seconds)
+        with tempfile.TemporaryDirectory() as work:
+            c_ref = _build_c_reference(Path(work))
+            for hwm in args.hwm.split(","):
+                _one_to_one(args.trials, args.duration, seconds, int(hwm), c_ref)
     if not args.skip_fanout:
         _fanout(args.duration, seconds)
 
