@@ -81,8 +81,28 @@ class Cell:
         """How long the cell may take before it is killed as hung."""
         return (
             parse_duration(self.duration) + parse_duration(self.warmup)
-            + DEFAULT_PROBE_TIMEOUT_S + DEFAULT_DRAIN_TIMEOUT_S + CELL_MARGIN_S
+            + _arg_duration(self.args, "--probe-timeout", DEFAULT_PROBE_TIMEOUT_S)
+            + _arg_duration(self.args, "--drain-timeout", DEFAULT_DRAIN_TIMEOUT_S)
+            + CELL_MARGIN_S
         )
+
+
+def _arg_duration(args: Sequence[str], option: str, default: float) -> float:
+    """The duration ``option`` is given in ``args`` (``--x 5s`` or ``--x=5s``; the last one
+    counts, as for click), else ``default``. A value that does not parse keeps the default:
+    the run itself rejects it with its own message."""
+    value: str | None = None
+    for i, a in enumerate(args):
+        if a == option and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(option + "="):
+            value = a.split("=", 1)[1]
+    if value is None:
+        return default
+    try:
+        return parse_duration(value, option)
+    except ValueError:
+        return default
 
 
 @dataclass(frozen=True)

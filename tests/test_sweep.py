@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from conftest import CliRun
+from msgbench.config import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_PROBE_TIMEOUT_S
 from msgbench.results import load
 from msgbench.sweep import Cell, WorkloadError, expand, read_workload
 
@@ -55,6 +56,15 @@ def test_workload_files_toml_and_yaml(tmp_path: Path) -> None:
 def test_cell_timeout_covers_the_run() -> None:
     c = Cell("inproc", 1, 1, 64, "max", 1, "10s", "2s")
     assert c.timeout_s() > 12
+
+
+def test_cell_timeout_follows_the_timeouts_given_in_args() -> None:
+    base = Cell("inproc", 1, 1, 64, "max", 1, "10s", "2s").timeout_s()
+    longer = Cell("inproc", 1, 1, 64, "max", 1, "10s", "2s",
+                  ("--probe-timeout", "5m", "--drain-timeout=100s")).timeout_s()
+    assert longer == base - DEFAULT_PROBE_TIMEOUT_S - DEFAULT_DRAIN_TIMEOUT_S + 300 + 100
+    unparsed = Cell("inproc", 1, 1, 64, "max", 1, "10s", "2s", ("--probe-timeout", "soon"))
+    assert unparsed.timeout_s() == base  # the run itself will say what is wrong
 
 
 def test_sweep_runs_every_cell_and_records_a_failing_one(run_cli: Any, tmp_path: Path) -> None:
