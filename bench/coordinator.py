@@ -99,6 +99,7 @@ class Coordinator:
         self.endpoint = Endpoint()
         self.watch_heartbeat = False
         self.measure_start_ns = 0
+        self.measure_started_at = ""
 
     # -- public -----------------------------------------------------------
     def run(self) -> RunResult:
@@ -178,6 +179,7 @@ class Coordinator:
             self.progress.phase("warm-up")
         self._wait_until_ns(self.measure_start_ns)
         self.meter.mark_measure_start()
+        self.measure_started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         self.progress.phase("measuring")
         k = 0
         while True:
@@ -346,4 +348,5 @@ class Coordinator:
             subscribers=[self.agg.subscribers[k] for k in sorted(self.agg.subscribers)],
             target={"name": self.config.target, **dict(self.endpoint.info)},
             latency_mode="open-loop" if self.config.rate is not None else "closed-loop",
+            measure_started_at=self.measure_started_at,
         )

@@ -19,6 +19,8 @@ from msgbench.stats import Histogram
 UNITS: dict[str, float] = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 """Nanoseconds per output unit."""
 DEFAULT_UNIT = "us"
+HLOG_MAX_UNIT = "ms"
+"""Unit of an .hlog's Interval_Max column: HdrHistogram's writers scale nanosecond logs to ms."""
 TICKS_PER_HALF_DISTANCE = 5
 LOG_FORMAT_VERSION = "1.3"
 LEGEND = '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"'
@@ -82,29 +84,38 @@ def has_interval_histograms(result: RunResult) -> bool:
     return any(getattr(s, "histogram", "") for s in result.series)
 
 
-def hlog_lines(result: RunResult, unit: str = "ms") -> Iterator[str]:
+def hlog_lines(result: RunResult) -> Iterator[str]:
     """An HdrHistogram interval log of the run's latency, line by line.
 
     One ``Tag=latency`` interval per measured second when the result holds
     per-second histograms; otherwise one ``Tag=latency-total`` interval over the
     whole measurement holding the total histogram (a comment says so).
-    Timestamps count seconds from the start of the measured window;
-    ``Interval_Max`` is in ``unit``.
+    Timestamps count seconds from ``BaseTime``, the start of the measured window
+    (the run's start for older files that did not record it). Values are
+    nanoseconds; ``Interval_Max`` is in milliseconds, HdrHistogram's own
+    convention for nanosecond logs (its readers skip the column).
     """
-    scale = UNITS[unit]
+    scale = UNITS[HLOG_MAX_UNIT]
     start = _epoch(result.started_at)
+    base = _epoch(result.measure_started_at) if result.measure_started_at else start
     cfg = result.config
     yield (
         f"#[msgbench {cfg['target']} {cfg['pubs']}x{cfg['subs']} {cfg['size']}B: latency from "
-        f"intended send, nanosecond values; Interval_Max in {unit}]\n"
+        f"intended send, nanosecond values; Interval_Max in {HLOG_MAX_UNIT}]\n"
     )
     yield f"#[Histogram log format version {LOG_FORMAT_VERSION}]\n"
     yield f"#[StartTime: {start:.3f} (seconds since epoch), {result.started_at}]\n"
-    yield (
-        "#[timestamps are seconds from the start of the measured window; the run itself "
-        "(probe, warm-up) started at StartTime]\n"
-    )
-    yield f"#[BaseTime: {start:.3f} (seconds since epoch)]\n"
+    if result.measure_started_at:
+        yield (
+            "#[timestamps are seconds from BaseTime, the start of the measured window "
+            f"({result.measure_started_at}); the run (probe, warm-up) started at StartTime]\n"
+        )
+    else:
+        yield (
+            "#[timestamps are seconds from the start of the measured window, which this "
+            "result file does not date: BaseTime is the run's start (probe, warm-up before)]\n"
+        )
+    yield f"#[BaseTime: {base:.3f} (seconds since epoch)]\n"
     yield LEGEND + "\n"
     if has_interval_histograms(result):
         for s in result.series:
@@ -125,9 +136,9 @@ def hlog_lines(result: RunResult, unit: str = "ms") -> Iterator[str]:
         yield f"Tag={TAG_TOTAL},0.000,{length:.3f},{top:.3f},{total}\n"
 
 
-def write_hlog(result: RunResult, path: Path, unit: str = "ms") -> Path:
+def write_hlog(result: RunResult, path: Path) -> Path:
     """Write :func:`hlog_lines` to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
-        f.writelines(hlog_lines(result, unit))
+        f.writelines(hlog_lines(result))
     return path

@@ -86,7 +86,8 @@ def plot(files: tuple[str, ...], out: str) -> None:
 @click.option("--hgrm", default=None, help="Write the percentile distribution (.hgrm) here.")
 @click.option("--hlog", default=None, help="Write the interval log (.hlog) here.")
 @click.option("--unit", type=click.Choice(["ns", "us", "ms", "s"]), default="us",
-              show_default=True, help="Unit of the .hgrm values and of the .hlog interval max.")
+              show_default=True, help="Unit of the .hgrm values (the .hlog follows "
+              "HdrHistogram: nanosecond values, interval max in ms).")
 @click.option("--histogram", type=click.Choice(["latency", "latency_uncorrected",
                                                  "publish_delay"]),
               default="latency", show_default=True, help="Which histogram goes into the .hgrm.")
@@ -105,7 +106,7 @@ def export(file: str, hgrm: str | None, hlog: str | None, unit: str, histogram: 
             write_hgrm(result, Path(hgrm), unit, histogram)
             click.echo(hgrm, err=True)
         if hlog:
-            write_hlog(result, Path(hlog), unit)
+            write_hlog(result, Path(hlog))
             note = "" if has_interval_histograms(result) else (
                 " (no per-second histograms in this file: one interval with the total)")
             click.echo(f"{hlog}{note}", err=True)

@@ -90,6 +90,9 @@ class RunResult:
     subscribers: list[dict[str, int]]
     target: dict[str, Any] = field(default_factory=dict)
     latency_mode: str = "open-loop"
+    measure_started_at: str = ""
+    """Wall-clock start of the measured window (ISO 8601, ms); empty when the run never got
+    there, or in files written before it was recorded."""
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
 

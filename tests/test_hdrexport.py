@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,21 @@ def test_interval_log_has_one_tagged_interval_per_second(tmp_path: Path) -> None
         assert h.get_max_value() == Histogram.decode(s.histogram).hdr.get_max_value()
     starts = [h.get_start_time_stamp() for h in intervals]
     assert starts == sorted(starts) and starts[1] - starts[0] == pytest.approx(1000.0)
+
+
+def test_interval_log_dates_the_measured_window_and_gives_the_max_in_ms(tmp_path: Path) -> None:
+    result = dataclasses.replace(make_result(seconds=2),
+                                 measure_started_at="2026-11-25T12:00:01.500+00:00")
+    _, hlog = _export(tmp_path, result, "--unit", "us")
+    lines = hlog.read_text().splitlines()
+    start = datetime.fromisoformat(result.started_at).timestamp()
+    assert f"#[BaseTime: {start + 1.5:.3f} (seconds since epoch)]" in lines
+    first = next(x for x in lines if x.startswith(f"Tag={TAG_INTERVAL},"))
+    interval_max = float(first.split(",")[3])
+    top_ns = Histogram.decode(result.series[0].histogram).hdr.get_max_value()
+    assert interval_max == pytest.approx(top_ns / 1e6, abs=1e-3)  # ms, whatever --unit says
+    (first_interval, _) = _read_hlog(hlog)
+    assert first_interval.get_start_time_stamp() == pytest.approx((start + 1.5) * 1000)
 
 
 def test_interval_log_falls_back_to_the_total_histogram(tmp_path: Path) -> None:
