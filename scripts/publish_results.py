@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     results_dir = Path(args.results_dir)
     out = results_dir / "published"
-    command = "python3 scripts/publish_results.py" + (
-        " " + shlex.join(sys.argv[1:] if argv is None else argv) if (argv or sys.argv[1:]) else "")
+    # What regenerates everything: the arguments given, less --no-run (which only rewrites).
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--no-run"]
+    command = shlex.join(["python3", "scripts/publish_results.py", *given])
     err = Console(stderr=True)
     failed: list[Row] = []
     if not args.no_run:

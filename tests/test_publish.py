@@ -41,6 +41,10 @@ def test_a_run_replaces_the_published_set(tmp_path: Path) -> None:
     assert len(published) == 1 and published != ["stale.json"]
     assert "inproc" in (results / "README.md").read_text()
     assert sorted(p.name for p in results.iterdir()) == ["README.md", "published"]
+    assert _script().main([*args, "--no-run"]) == 0  # only rewrites the README ...
+    readme = (results / "README.md").read_text()
+    assert "--no-run" not in readme  # ... which still names the command that redoes it all
+    assert published == sorted(p.name for p in (results / "published").glob("*.json"))
 
 
 def test_an_interrupted_run_leaves_the_published_set_alone(
