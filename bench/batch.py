@@ -96,6 +96,11 @@ def _rising(seq: npt.NDArray[np.int64], expected: int | None) -> list[tuple[int,
     s0 = int(seq[0])
     if expected is not None and s0 < expected:
         return None
+    # Sequence numbers are unsigned 64-bit: one at 2**63 or beyond reads negative here, and
+    # differences across the sign could wrap into plausible steps. Leave those to the
+    # per-message path (no real run gets there: 2**63 messages).
+    if int(seq.min()) < 0:
+        return None
     gaps = [] if expected is None or s0 == expected else [(expected, s0)]
     if len(seq) == 1:
         return gaps

@@ -33,8 +33,11 @@ class Schedule:
 
     def intended_block(self, first: int, end: int) -> npt.NDArray[np.int64]:
         """:meth:`intended_ns` of messages ``first`` .. ``end - 1`` at once (the same float
-        arithmetic, element by element, so the same values)."""
-        index = np.arange(first, end, dtype=np.int64)
+        arithmetic, element by element, so the same values for the float rates the driver
+        uses)."""
+        # In floats from the start, as Python converts the exact product: an int64 product
+        # would overflow past 9.2e9 messages.
+        index = np.arange(first, end, dtype=np.int64).astype(np.float64)
         return self.start_ns + (index * NS_PER_S / self.rate).astype(np.int64)
 
     def due_count(self, now_ns: int) -> int:

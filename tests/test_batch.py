@@ -194,3 +194,35 @@ def test_churn_pending_takes_the_per_message_path() -> None:
     assert sink.tracker.churn_lost == 10
     assert sink.tracker.lost_gaps == 10
     assert sink.delivered == 2 * VECTOR_MIN
+
+
+def test_sequence_numbers_past_2_to_the_63_are_left_to_the_per_message_path() -> None:
+    """Sequence numbers are unsigned: a run across 2**63 or 2**64 must not read as signed."""
+    top = 1 << 64
+    wrap = [_msg(MEASURE, 0, 0, s % top) for s in range(top - 32, top + 32)]
+    late = [_msg(MEASURE, 0, 1, s) for s in range((1 << 63) - 10, (1 << 63) + 60)]
+    odd = [_msg(MEASURE, 0, 2, s) for s in (100, (1 << 63) + 50, 10)] + \
+        [_msg(MEASURE, 0, 2, s) for s in range(11, 11 + VECTOR_MIN)]
+    fast, slow = _feed_both([wrap, late, late[-3:], odd])
+    assert fast == slow
+
+
+def test_payloads_of_unequal_length_are_never_read_at_fixed_offsets() -> None:
+    """Lengths that add up to n * size (first and last of the size) still go one by one: a
+    header read at the wrong place (here: in a payload's bytes) must not be accounted."""
+    fake_header_in_sent = (5 << 32) | 3  # as header bytes: kind 3, topic 0, publisher 5
+    odd = HEADER.pack(MEASURE, 0, 1, 2, NOW - 100, fake_header_in_sent) + bytes(88 - HEADER.size)
+    batch = [_msg(MEASURE, 0, 1, 0), _msg(MEASURE, 0, 1, 1, size=40), odd]
+    batch += [_msg(MEASURE, 0, 1, s) for s in range(3, 64)]
+    assert sum(map(len, batch)) == SIZE * len(batch)
+    fast, slow = _feed_both([batch])
+    assert fast == slow
+    assert fast[4] == {1 << 16: 64}  # one stream, in order: nothing invented
+
+
+def test_a_block_whose_last_item_lacks_its_tail_is_still_accounted() -> None:
+    lead, tail = b"$64\r\n", b"\r\n"
+    block = b"".join(lead + _msg(MEASURE, 0, 0, s) + tail for s in range(VECTOR_MIN))[:-2]
+    sink, buf, _, _ = _pair()
+    sink.deliver_block(block, 0, VECTOR_MIN, len(lead) + SIZE + len(tail), len(lead), SIZE)
+    assert sink.delivered == VECTOR_MIN and len(buf.latency) == VECTOR_MIN

@@ -44,3 +44,12 @@ def test_intended_block_matches_one_by_one(rate: float) -> None:
     assert s.intended_block(first, first + 500).tolist() == [
         s.intended_ns(i) for i in range(first, first + 500)
     ]
+
+
+def test_intended_block_far_into_a_long_run() -> None:
+    """Past 9.2e9 messages an int64 product index * 1e9 would overflow: still exact here."""
+    s = Schedule(0, 1e6)
+    first = 9_223_372_030
+    assert s.intended_block(first, first + 20).tolist() == [
+        s.intended_ns(i) for i in range(first, first + 20)
+    ]
