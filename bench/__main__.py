@@ -1,6 +1,6 @@
 """``python -m msgbench``: the same as the ``msgbench`` console script."""
 
-from msgbench.cli import main
+from msgbench.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -35,7 +35,7 @@ from typing import Any
 import hiredis
 import uvloop
 
-from msgbench.targets.redis_server import private_server
+from msgbench.kit.redis_server import private_server
 
 BATCH = 128
 MAX_OWED = 4096

@@ -49,8 +49,8 @@ from typing import Any
 import psutil
 import uvloop
 
-from msgbench.procs import LOOPBACK, free_port, spawn_server, stop_process, wait_for_port
-from msgbench.targets.ws import SERVE_CHAT
+from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, wait_for_port
+from msgbench.targets.ws.target import SERVE_CHAT
 
 PAYLOAD = 64
 FRAMES_PER_WRITE = 1024

@@ -42,10 +42,10 @@ from typing import Any
 
 import zmq
 
-from msgbench.config import RunConfig
-from msgbench.plan import plan_workers
-from msgbench.procs import LOOPBACK, free_port
-from msgbench.targets.zmq_proxy import DEFAULT_HWM
+from msgbench.kit.procs import LOOPBACK, free_port
+from msgbench.run.plan import plan_workers
+from msgbench.targets.zmq.proxy import DEFAULT_HWM
+from msgbench.workload.config import RunConfig
 
 PREFIX = b"\x02t0"
 REF_SETTLE_S = 0.5

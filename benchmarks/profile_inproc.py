@@ -17,10 +17,11 @@ import time
 
 import uvloop
 
-from msgbench.clients import Buffers, PublisherRunner, SubscriberSink
-from msgbench.config import RunConfig
-from msgbench.stats import Histogram
-from msgbench.targets.inproc import InprocTarget
+from msgbench.accounting.histogram import Histogram
+from msgbench.run.publisher import PublisherRunner
+from msgbench.run.sink import Buffers, SubscriberSink
+from msgbench.targets.inproc.target import InprocTarget
+from msgbench.workload.config import RunConfig
 
 FLUSH_INTERVAL_S = 0.1
 

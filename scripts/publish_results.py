@@ -24,12 +24,13 @@ from typing import Any
 
 from rich.console import Console
 
-from msgbench.plot import write_png
-from msgbench.registry import load_target, target_names
-from msgbench.report import Row, format_rate, load_all, render_md
-from msgbench.results import ResultError, RunResult
-from msgbench.sweep import Runner, WorkloadError, expand, read_workload
-from msgbench.sweep_cmd import Job, run_jobs
+from msgbench.analysis.labels import format_rate
+from msgbench.analysis.plot import write_png
+from msgbench.analysis.report import Row, load_all, render_md
+from msgbench.api.registry import load_target, target_names
+from msgbench.cli.sweep_cmd import Job, run_jobs
+from msgbench.orchestration.sweep import Runner, WorkloadError, expand, read_workload
+from msgbench.results.model import ResultError, RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_SUITE: dict[str, Any] = {

@@ -16,16 +16,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _mirror(src: Path, dst: Path) -> None:
+    """Link every ``.py`` file below ``src`` into the same place below ``dst``."""
+    for f in src.rglob("*.py"):
+        if "__pycache__" in f.parts:
+            continue
+        link = dst / f.relative_to(src)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(f)
+
+
 def main() -> int:
     """Build the symlink tree, run mypy, return its exit code."""
     with tempfile.TemporaryDirectory(prefix="msgbench-mypy-") as tmp:
         pkg = Path(tmp) / "msgbench"
-        pkg.mkdir()
-        for f in (ROOT / "bench").glob("*.py"):
-            (pkg / f.name).symlink_to(f)
-        (pkg / "targets").mkdir()
-        for f in (ROOT / "targets").glob("*.py"):
-            (pkg / "targets" / f.name).symlink_to(f)
+        _mirror(ROOT / "bench", pkg)
+        _mirror(ROOT / "targets", pkg / "targets")
         argv = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
                 str(pkg), *map(str, sorted((ROOT / "tests").glob("*.py"))),
                 *map(str, sorted((ROOT / "benchmarks").glob("*.py")))]

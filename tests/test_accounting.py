@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from msgbench.accounting import SequenceTracker, StreamGaps
+from msgbench.accounting.sequence import SequenceTracker, StreamGaps
 
 
 def feed(tracker: SequenceTracker, seqs: list[int], key: int = 1) -> int:

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from msgbench.accounting import SequenceTracker
-from msgbench.batch import MAX_STREAMS, VECTOR_MIN, headers, in_order
-from msgbench.clients import Buffers, SubscriberSink
-from msgbench.envelope import HEADER, Kind, header_dtype
-from msgbench.target import Sink
+from msgbench.accounting.batch import MAX_STREAMS, VECTOR_MIN, headers, in_order
+from msgbench.accounting.sequence import SequenceTracker
+from msgbench.api.target import Sink
+from msgbench.run.sink import Buffers, SubscriberSink
+from msgbench.workload.envelope import HEADER, Kind, header_dtype
 
 SIZE = 64
 NOW = 10_000_000_000

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from msgbench.target import ServeSpec
-from msgbench.targets.redis_server import check_installed
-from msgbench.targets.ws import WsTarget
+from msgbench.api.target import ServeSpec
+from msgbench.kit.redis_server import check_installed
+from msgbench.targets.ws.target import WsTarget
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

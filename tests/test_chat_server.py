@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from msgbench.procs import LOOPBACK, free_port, spawn_server, stop_process, wait_for_port
-from msgbench.targets.redis_server import check_installed, private_server
-from msgbench.targets.ws import SERVE_CHAT
+from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, wait_for_port
+from msgbench.kit.redis_server import check_installed, private_server
+from msgbench.targets.ws.target import SERVE_CHAT
 
 START_TIMEOUT_S = 15.0
 RECV_TIMEOUT_S = 5.0

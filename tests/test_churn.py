@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from msgbench.accounting import SequenceTracker
-from msgbench.churn import NS, RETURN_MARGIN_S, away_windows
-from msgbench.config import ConfigError, RunConfig, parse_churn
+from msgbench.accounting.sequence import SequenceTracker
+from msgbench.run.churn import NS, RETURN_MARGIN_S, away_windows
+from msgbench.workload.config import ConfigError, RunConfig, parse_churn
 
 
 def test_windows_are_staggered_and_periodic() -> None:

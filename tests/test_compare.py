@@ -11,7 +11,7 @@ import pytest
 from test_report import make_result, run_inproc, write_results
 
 from conftest import CliRun
-from msgbench.results import RunResult, load
+from msgbench.results.model import RunResult, load
 
 TRIALS = 5
 NOISE_CV = 0.02

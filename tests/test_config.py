@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from msgbench.config import ConfigError, RunConfig, parse_duration, parse_rate
-from msgbench.plan import plan_workers
+from msgbench.run.plan import plan_workers
+from msgbench.workload.config import ConfigError, RunConfig, parse_duration, parse_rate
 
 
 @pytest.mark.parametrize(

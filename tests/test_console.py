@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from msgbench.console import format_count, format_ns
+from msgbench.analysis.units import format_count, format_ns
 
 
 @pytest.mark.parametrize(("ns", "text"), [

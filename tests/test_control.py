@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from msgbench.control import Done, ProtocolError, Report, Start, Stop, dumps, loads
+from msgbench.run.control import Done, ProtocolError, Report, Start, Stop, dumps, loads
 
 
 def test_messages_round_trip_as_json() -> None:

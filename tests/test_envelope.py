@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from msgbench import envelope
-from msgbench.envelope import HEADER_SIZE, Envelope, Kind, encode, pack_block, padding
+from msgbench.workload import envelope
+from msgbench.workload.envelope import HEADER_SIZE, Envelope, Kind, encode, pack_block, padding
 
 
 def test_round_trip_keeps_every_field_and_pads_to_size() -> None:

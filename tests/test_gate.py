@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from msgbench.gate import (
+from msgbench.analysis.gate import (
     IMPROVED,
     INFO,
     OK,

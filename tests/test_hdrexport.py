@@ -11,9 +11,9 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 from test_report import make_result, run_inproc, write_results
 
-from msgbench.hdrexport import LEGEND, TAG_INTERVAL, TAG_TOTAL
-from msgbench.results import RunResult
-from msgbench.stats import HIGHEST_NS, LOWEST_NS, SIGNIFICANT_FIGURES, Histogram
+from msgbench.accounting.histogram import HIGHEST_NS, LOWEST_NS, SIGNIFICANT_FIGURES, Histogram
+from msgbench.analysis.export import LEGEND, TAG_INTERVAL, TAG_TOTAL
+from msgbench.results.model import RunResult
 
 
 def _read_hlog(path: Path) -> list[HdrHistogram]:

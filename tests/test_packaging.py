@@ -46,7 +46,7 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(tmp_path: Path) -> None:
     )
     assert "msgbench, version" in version.stdout
     where = subprocess.run(
-        [str(py), "-c", "import msgbench.targets.inproc as m; print(m.__file__)"],
+        [str(py), "-c", "import msgbench.targets.inproc.target as m; print(m.__file__)"],
         capture_output=True,
         text=True,
         check=True,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from test_report import make_result, run_inproc, write_results
 
-from msgbench.plot import _percentile_label, figure, spectrum, sweep_groups
-from msgbench.stats import Histogram
+from msgbench.accounting.histogram import Histogram
+from msgbench.analysis.plot import _percentile_label, figure, spectrum, sweep_groups
 
 
 def test_spectrum_follows_the_histogram() -> None:

@@ -20,19 +20,19 @@ import pytest
 import redis
 
 from conftest import CliRun, msgbench_argv
-from msgbench.procs import free_port, which
-from msgbench.target import Sink, TargetError
-from msgbench.targets.redis_cluster import parse_url
-from msgbench.targets.redis_pubsub import buffer_limit
-from msgbench.targets.redis_server import RedisServer, private_server
-from msgbench.targets.resp import (
+from msgbench.api.target import Sink, TargetError
+from msgbench.kit.procs import free_port, which
+from msgbench.kit.redis_cluster import parse_url
+from msgbench.kit.redis_server import RedisServer, private_server
+from msgbench.kit.resp import (
     RespConnection,
     command,
     command_head,
     pipeline,
     pipeline_block,
 )
-from msgbench.targets.resp_pubsub import PubSubConnection
+from msgbench.kit.resp_pubsub import PubSubConnection
+from msgbench.targets.redis.pubsub import buffer_limit
 
 pytestmark = pytest.mark.skipif(not which("redis-server"), reason="redis-server not installed")
 

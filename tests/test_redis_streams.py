@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from conftest import CliRun
-from msgbench.procs import which
-from msgbench.targets.redis_streams import Mark, trimmed_past
+from msgbench.kit.procs import which
+from msgbench.targets.redis.streams import Mark, trimmed_past
 
 pytestmark = pytest.mark.skipif(not which("redis-server"), reason="redis-server not installed")
 
@@ -67,7 +67,7 @@ def test_churned_subscribers_resume_from_their_cursor(run_cli: Any) -> None:
 def test_a_users_server_keeps_its_keys_and_loses_our_streams(run_cli: Any) -> None:
     import redis
 
-    from msgbench.targets.redis_server import private_server
+    from msgbench.kit.redis_server import private_server
 
     with private_server() as srv:
         user = redis.Redis.from_url(srv.url)

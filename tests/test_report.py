@@ -20,10 +20,11 @@ import numpy as np
 from click.testing import CliRunner
 
 from conftest import msgbench_argv
-from msgbench.cli import main
-from msgbench.report import Row, expand_paths, render, variant
-from msgbench.results import RunResult, SecondStats, Summary, write
-from msgbench.stats import PERCENTILES, Histogram
+from msgbench.accounting.histogram import PERCENTILES, Histogram
+from msgbench.analysis.labels import variant
+from msgbench.analysis.report import Row, expand_paths, render
+from msgbench.cli.main import main
+from msgbench.results.model import RunResult, SecondStats, Summary, write
 
 LATENCY_SAMPLES = 2_000
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from msgbench.config import RunConfig
-from msgbench.results import ResultError, RunResult, SecondStats, Summary, load, write
-from msgbench.stats import LatencySummary
+from msgbench.accounting.histogram import LatencySummary
+from msgbench.results.model import ResultError, RunResult, SecondStats, Summary, load, write
+from msgbench.workload.config import RunConfig
 
 
 def sample_result() -> RunResult:
@@ -57,7 +57,7 @@ def test_corrupt_and_foreign_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_passwords_in_url_options_never_reach_the_result() -> None:
-    from msgbench.coordinator import _without_secrets
+    from msgbench.run.coordinator import _without_secrets
 
     cfg = {"target": "redis", "target_options": {"redis_url": "redis://:s3cret@127.0.0.1:1/0",
                                                  "hwm": 5}}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from msgbench.schedule import NS_PER_S, Schedule
+from msgbench.workload.schedule import NS_PER_S, Schedule
 
 
 def test_intended_times_come_from_the_start_not_from_now() -> None:

@@ -6,7 +6,7 @@ from array import array
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from msgbench.stats import HIGHEST_NS, LOWEST_NS, SIGNIFICANT_FIGURES, Histogram
+from msgbench.accounting.histogram import HIGHEST_NS, LOWEST_NS, SIGNIFICANT_FIGURES, Histogram
 
 
 def reference(values: list[int]) -> HdrHistogram:

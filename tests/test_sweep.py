@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from conftest import CliRun
-from msgbench.config import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_PROBE_TIMEOUT_S
-from msgbench.results import load
-from msgbench.sweep import Cell, WorkloadError, expand, read_workload
+from msgbench.orchestration.sweep import Cell, WorkloadError, expand, read_workload
+from msgbench.results.model import load
+from msgbench.workload.config import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_PROBE_TIMEOUT_S
 
 
 def test_matrix_expands_in_order_and_trials_interleave() -> None:

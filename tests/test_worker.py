@@ -11,9 +11,19 @@ from typing import TypeVar
 
 import uvloop
 
-from msgbench.config import RunConfig
-from msgbench.control import Done, Message, Probe, ProbeStatus, PubDone, Ready, Report, Start, Stop
-from msgbench.worker import Worker, WorkerSpec
+from msgbench.run.control import (
+    Done,
+    Message,
+    Probe,
+    ProbeStatus,
+    PubDone,
+    Ready,
+    Report,
+    Start,
+    Stop,
+)
+from msgbench.run.worker import Worker, WorkerSpec
+from msgbench.workload.config import RunConfig
 
 T = TypeVar("T")
 NS = 1_000_000_000

@@ -13,10 +13,10 @@ import psutil
 import pytest
 
 from conftest import CliRun, msgbench_argv
-from msgbench.target import TargetError
-from msgbench.targets.redis_server import check_installed
-from msgbench.targets.ws import WsTarget
-from msgbench.targets.ws_client import server_for_pub, server_for_sub
+from msgbench.api.target import TargetError
+from msgbench.kit.redis_server import check_installed
+from msgbench.targets.ws.client import server_for_pub, server_for_sub
+from msgbench.targets.ws.target import WsTarget
 
 SHORT = ["--duration", "500ms", "--warmup", "100ms"]
 FAULT_DEADLINE_S = 12.0

@@ -16,10 +16,10 @@ import pytest
 import zmq
 
 from conftest import CliRun, msgbench_argv
-from msgbench.procs import LOOPBACK, free_port
-from msgbench.target import ServeSpec, TargetError
-from msgbench.targets.zmq_mesh import Settings, ZmqTarget, topic_prefix
-from msgbench.targets.zmq_proxy import READY
+from msgbench.api.target import ServeSpec, TargetError
+from msgbench.kit.procs import LOOPBACK, free_port
+from msgbench.targets.zmq.mesh import Settings, ZmqTarget, topic_prefix
+from msgbench.targets.zmq.proxy import READY
 
 SHORT = ["--duration", "500ms", "--warmup", "100ms", "--drain-timeout", "500ms"]
 FAULT_DEADLINE_S = 20.0
@@ -120,7 +120,7 @@ def test_probe_names_the_pairs_that_never_hear(run_cli: Any) -> None:
 
 def test_external_forwarder_program(run_cli: Any, tmp_path: Path) -> None:
     xsub, xpub = (f"tcp://{LOOPBACK}:{free_port()}" for _ in range(2))
-    argv = [sys.executable, "-m", "msgbench.targets.zmq_proxy", "--xsub", xsub, "--xpub", xpub]
+    argv = [sys.executable, "-m", "msgbench.targets.zmq.proxy", "--xsub", xsub, "--xpub", xpub]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and READY in proc.stdout.readline()
@@ -138,7 +138,7 @@ def test_forwarder_that_cannot_bind_exits_2() -> None:
     with zmq.Context() as ctx, ctx.socket(zmq.PUB) as taken:
         port = taken.bind_to_random_port(f"tcp://{LOOPBACK}")
         addr = f"tcp://{LOOPBACK}:{port}"
-        r = subprocess.run([sys.executable, "-m", "msgbench.targets.zmq_proxy", "--xsub", addr,
+        r = subprocess.run([sys.executable, "-m", "msgbench.targets.zmq.proxy", "--xsub", addr,
                             "--xpub", f"tcp://{LOOPBACK}:{free_port()}"],
                            capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 2
@@ -238,7 +238,7 @@ def _assert_gone(children: list[psutil.Process]) -> None:
 def test_killed_forwarder_ends_the_run(tmp_path: Path) -> None:
     proc = _start_long_run(tmp_path, "--zmq-mode", "proxy")
     children = _wait_measuring(proc)
-    proxies = [c for c in children if "msgbench.targets.zmq_proxy" in " ".join(c.cmdline())]
+    proxies = [c for c in children if "msgbench.targets.zmq.proxy" in " ".join(c.cmdline())]
     assert len(proxies) == 1
     killed_at = time.monotonic()
     os.kill(proxies[0].pid, signal.SIGKILL)

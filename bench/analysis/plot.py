@@ -1,0 +1,222 @@
+"""Plots of result files (matplotlib, Agg backend: no display needed).
+
+- latency percentile spectrum, the usual HdrHistogram picture: x is
+  1 / (1 - p) on a log axis labelled 90%, 99%, 99.9%..., computed from the
+  encoded histogram in each file (never from the few stored percentiles);
+- deliveries/s over time, from the per-second series;
+- for sweeps (runs that differ only in the number of subscribers):
+  deliveries/s and p99 against subscribers.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: never try to open a window
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+from msgbench.accounting.histogram import Histogram
+from msgbench.analysis.labels import format_rate, variant
+from msgbench.analysis.units import format_count, format_ns
+from msgbench.results.model import RunResult
+
+SPECTRUM_POINTS = 300
+PANEL_SIZE_IN = (11.0, 4.2)
+DPI = 100
+Runs = Sequence[tuple[str, RunResult]]
+"""(name, result) pairs; the name only disambiguates identical labels."""
+
+
+def spectrum(encoded: str) -> tuple[np.ndarray, np.ndarray]:
+    """Points (1 / (1 - p), latency ns) of an encoded histogram, p from 0 up to the max.
+
+    Computed from the bucket counts in one pass (HdrHistogram's own
+    ``get_value_at_percentile`` walks the whole counts array per call).
+    """
+    hist = Histogram.decode(encoded)
+    total = hist.count
+    if total == 0:
+        return np.empty(0), np.empty(0)
+    h = hist.hdr
+    counts = np.ctypeslib.as_array(h.counts)[: h.counts_len]
+    nz = np.nonzero(counts)[0]
+    cum = np.cumsum(counts[nz].astype(np.float64))
+    values = np.array(
+        [h.get_highest_equivalent_value(h.get_value_from_index(int(i))) for i in nz], np.float64
+    )
+    # The last meaningful point is 1 / (1 - p) = total: the top value itself.
+    x = np.logspace(0, math.log10(max(total, 2)), SPECTRUM_POINTS)
+    p = 1.0 - 1.0 / x
+    wanted = np.maximum(1.0, np.ceil(p * total))
+    wanted[-1] = total  # end on the maximum itself
+    idx = np.searchsorted(cum, wanted, side="left")
+    return x, values[np.minimum(idx, len(values) - 1)]
+
+
+def run_label(r: RunResult) -> str:
+    """A short legend label: ``zmq mode=proxy 4x32 64B 20k/s``."""
+    cfg = r.config
+    v = variant(cfg)
+    return (
+        f"{cfg['target']}{' ' + v if v else ''} {cfg['pubs']}x{cfg['subs']} "
+        f"{cfg['size']}B {format_rate(cfg['rate'])}"
+    )
+
+
+def _labels(runs: Runs) -> list[str]:
+    labels = [run_label(r) for _, r in runs]
+    seen: dict[str, int] = defaultdict(int)
+    for lab in labels:
+        seen[lab] += 1
+    counter: dict[str, int] = defaultdict(int)
+    out = []
+    for lab in labels:
+        counter[lab] += 1
+        out.append(f"{lab} #{counter[lab]}" if seen[lab] > 1 else lab)
+    return out
+
+
+def _ns_formatter() -> FuncFormatter:
+    return FuncFormatter(lambda v, _pos: format_ns(v) if v > 0 else "0")
+
+
+def _percentile_label(x: float) -> str:
+    nines = round(math.log10(x))
+    if nines == 0:
+        return "0%"
+    return f"{100 - 10 ** (2 - nines):.{max(0, nines - 2)}f}%"
+
+
+def plot_spectrum(ax: Axes, runs: Runs, labels: Sequence[str]) -> None:
+    """Latency against percentile on the 1 / (1 - p) axis, one line per run."""
+    top = 10.0
+    for (_, r), label in zip(runs, labels, strict=True):
+        x, y = spectrum(r.histograms.get("latency", ""))
+        if x.size:
+            ax.plot(x, y, label=label, linewidth=1.3)
+            top = max(top, float(x[-1]))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ticks = [10.0**k for k in range(0, math.ceil(math.log10(top)) + 1)]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: _percentile_label(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(_ns_formatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("latency (from intended send)")
+    ax.set_title("Latency by percentile")
+    ax.grid(True, which="major", alpha=0.4)
+
+
+def plot_over_time(ax: Axes, runs: Runs, labels: Sequence[str]) -> None:
+    """Deliveries per second, second by second."""
+    for (_, r), label in zip(runs, labels, strict=True):
+        secs = [s.second + 1 for s in r.series]
+        ax.plot(secs, [s.delivered for s in r.series], marker=".", label=label, linewidth=1.2)
+    ax.set_xlabel("second of the measurement")
+    ax.set_ylabel("deliveries/s")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_count(v)))
+    ax.set_ylim(bottom=0)
+    ax.set_title("Deliveries per second over time")
+    ax.grid(True, alpha=0.4)
+
+
+def sweep_groups(runs: Runs) -> dict[str, list[tuple[int, float, float]]]:
+    """Runs grouped by everything but ``subs``: label -> sorted (subs, deliveries/s, p99 ns).
+
+    Only groups with at least two subscriber counts are kept; repeated trials
+    of one count are reduced to their median.
+    """
+    groups: dict[str, dict[int, list[RunResult]]] = defaultdict(lambda: defaultdict(list))
+    for _, r in runs:
+        cfg = r.config
+        v = variant(cfg)
+        key = (
+            f"{cfg['target']}{' ' + v if v else ''} {cfg['pubs']} pub "
+            f"{cfg['size']}B {format_rate(cfg['rate'])}"
+        )
+        groups[key][int(cfg["subs"])].append(r)
+    out: dict[str, list[tuple[int, float, float]]] = {}
+    for key, by_subs in groups.items():
+        if len(by_subs) < 2:
+            continue
+        out[key] = [
+            (
+                subs,
+                float(np.median([r.summary.deliveries_per_s for r in rs])),
+                float(np.median([r.summary.latency_ns["p99"] for r in rs])),
+            )
+            for subs, rs in sorted(by_subs.items())
+        ]
+    return out
+
+
+def plot_sweep(ax_rate: Axes, ax_p99: Axes, groups: dict[str, list[Any]]) -> None:
+    """Deliveries/s and p99 against the number of subscribers, one line per group."""
+    for key, points in groups.items():
+        subs = [p[0] for p in points]
+        ax_rate.plot(subs, [p[1] for p in points], marker="o", label=key)
+        ax_p99.plot(subs, [p[2] for p in points], marker="o", label=key)
+    for ax in (ax_rate, ax_p99):
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+        ax.set_xlabel("subscribers")
+        ax.grid(True, alpha=0.4)
+    ax_rate.set_ylabel("deliveries/s")
+    ax_rate.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_count(v)))
+    ax_rate.set_ylim(bottom=0)
+    ax_rate.set_title("Deliveries/s against fan-out")
+    ax_p99.yaxis.set_major_formatter(_ns_formatter())
+    ax_p99.set_ylim(bottom=0)
+    ax_p99.set_ylabel("p99 latency")
+    ax_p99.set_title("p99 against fan-out")
+    ax_rate.legend(fontsize="small")
+
+
+def figure(runs: Runs) -> Figure:
+    """The whole picture: spectrum, deliveries over time, and the sweep panels if any."""
+    labels = _labels(runs)
+    groups = sweep_groups(runs)
+    n_rows = 3 if groups else 2
+    fig = plt.figure(figsize=(PANEL_SIZE_IN[0], PANEL_SIZE_IN[1] * n_rows), dpi=DPI)
+    grid = fig.add_gridspec(n_rows, 2)
+    ax_spec = fig.add_subplot(grid[0, :])
+    plot_spectrum(ax_spec, runs, labels)
+    ax_time = fig.add_subplot(grid[1, :])
+    plot_over_time(ax_time, runs, labels)
+    legend_cols = 1 if len(runs) <= 8 else 2
+    ax_spec.legend(fontsize="small", ncols=legend_cols, loc="upper left")
+    if groups:
+        plot_sweep(fig.add_subplot(grid[2, 0]), fig.add_subplot(grid[2, 1]), groups)
+    fig.tight_layout()
+    return fig
+
+
+def png_bytes(runs: Runs) -> bytes:
+    """The figure as PNG data."""
+    fig = figure(runs)
+    try:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def write_png(runs: Runs, path: Path) -> Path:
+    """Write the figure to ``path`` (PNG)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_bytes(runs))
+    return path

@@ -1,0 +1,241 @@
+"""One table across runs, from result files: text, Markdown, CSV or HTML.
+
+Rows hold raw numbers; each format decides how to print them (CSV keeps the
+raw values so a spreadsheet can compute with them, the others are for people).
+A row may also stand for a run that left no result file (a sweep cell that
+could not start): its numbers are then empty and its status says why.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import html
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from msgbench.analysis.labels import format_rate, variant
+from msgbench.analysis.units import format_count, format_ns
+from msgbench.results.model import ResultError, RunResult, load
+
+FORMATS = ("text", "md", "csv", "html")
+TEXT_WIDTH = 200
+REASON_CHARS = 60
+"""Text and Markdown tables cut the first reason to this length; CSV keeps all."""
+_GLOB_CHARS = frozenset("*?[")
+
+
+def expand_paths(specs: Iterable[str]) -> list[Path]:
+    """Result files named by ``specs``: files, directories (their ``*.json``) or globs.
+
+    Raises :class:`ResultError` when a spec names nothing, so a typo never
+    turns into an empty comparison.
+    """
+    out: list[Path] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(p.glob("*.json"))
+        elif _GLOB_CHARS & set(spec):
+            found = sorted(Path(f) for f in glob.glob(spec) if Path(f).is_file())
+        else:
+            found = [p]
+        if not found:
+            raise ResultError(f"no result files in {spec}")
+        out.extend(found)
+    return out
+
+
+def load_all(specs: Iterable[str]) -> list[tuple[Path, RunResult]]:
+    """Load every result file named by ``specs`` (see :func:`expand_paths`), in order."""
+    return [(p, load(p)) for p in expand_paths(specs)]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a run, or a run that produced no result."""
+
+    name: str
+    target: str
+    variant: str
+    pubs: int
+    subs: int
+    size: int
+    rate: float | None
+    status: str
+    reasons: tuple[str, ...] = ()
+    deliveries_per_s: float | None = None
+    mb_per_s: float | None = None
+    msgs_per_cpu_s: float | None = None
+    p50_ns: int | None = None
+    p99_ns: int | None = None
+    p999_ns: int | None = None
+    max_ns: int | None = None
+    lost: int | None = None
+    partial: bool = False
+
+    @classmethod
+    def from_result(cls, path: Path | str, r: RunResult) -> Row:
+        """The row of a result document."""
+        cfg, s, lat = r.config, r.summary, r.summary.latency_ns
+        return cls(
+            name=Path(path).name,
+            target=cfg["target"],
+            variant=variant(cfg),
+            pubs=cfg["pubs"],
+            subs=cfg["subs"],
+            size=cfg["size"],
+            rate=cfg["rate"],
+            status=r.status,
+            reasons=tuple(r.reasons),
+            deliveries_per_s=s.deliveries_per_s,
+            mb_per_s=s.mb_per_s,
+            msgs_per_cpu_s=s.msgs_per_cpu_s,
+            p50_ns=int(lat["p50"]) if lat.get("count") else None,
+            p99_ns=int(lat["p99"]) if lat.get("count") else None,
+            p999_ns=int(lat["p999"]) if lat.get("count") else None,
+            max_ns=int(lat["max"]) if lat.get("count") else None,
+            lost=s.lost,
+            partial=r.partial,
+        )
+
+    def status_text(self) -> str:
+        """Status, ``(partial)``, and the first reason cut short."""
+        text = self.status + (" (partial)" if self.partial else "")
+        if self.reasons and self.status != "ok":
+            first = self.reasons[0]
+            if len(first) > REASON_CHARS:
+                first = first[: REASON_CHARS - 3] + "..."
+            more = f" (+{len(self.reasons) - 1})" if len(self.reasons) > 1 else ""
+            text += f": {first}{more}"
+        return text
+
+
+HEADERS = (
+    "target", "variant", "pubs x subs", "size", "rate", "deliveries/s", "MB/s",
+    "msgs/CPU-s", "p50", "p99", "p99.9", "max", "lost", "status",
+)
+CSV_HEADERS = (
+    "file", "target", "variant", "pubs", "subs", "size", "rate", "deliveries_per_s",
+    "mb_per_s", "msgs_per_cpu_s", "p50_ns", "p99_ns", "p999_ns", "max_ns", "lost",
+    "status", "partial", "reasons",
+)
+_NUMERIC = frozenset(range(2, 13))
+"""Columns of HEADERS that are right-aligned."""
+
+
+def _opt(value: float | None, fmt: Any) -> str:
+    return "-" if value is None else str(fmt(value))
+
+
+def cells(row: Row) -> list[str]:
+    """The row formatted for people, in :data:`HEADERS` order."""
+    return [
+        row.target,
+        row.variant,
+        f"{row.pubs} x {row.subs}",
+        f"{row.size} B",
+        format_rate(row.rate),
+        _opt(row.deliveries_per_s, format_count),
+        _opt(row.mb_per_s, lambda v: f"{v:.1f}"),
+        _opt(row.msgs_per_cpu_s, format_count),
+        _opt(row.p50_ns, format_ns),
+        _opt(row.p99_ns, format_ns),
+        _opt(row.p999_ns, format_ns),
+        _opt(row.max_ns, format_ns),
+        _opt(row.lost, lambda v: f"{v:,}"),
+        row.status_text(),
+    ]
+
+
+def render_text(rows: Sequence[Row], title: str | None = None) -> str:
+    """A plain-text table (no colour), as a string ending in a newline."""
+    t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for i, h in enumerate(HEADERS):
+        t.add_column(h, justify="right" if i in _NUMERIC else "left", overflow="fold")
+    for row in rows:
+        t.add_row(*cells(row))
+    buf = io.StringIO()
+    Console(file=buf, width=TEXT_WIDTH, no_color=True, highlight=False).print(t)
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_md(rows: Sequence[Row]) -> str:
+    """A GitHub Markdown table."""
+    lines = ["| " + " | ".join(HEADERS) + " |"]
+    lines.append(
+        "|" + "|".join("---:" if i in _NUMERIC else "---" for i in range(len(HEADERS))) + "|"
+    )
+    for row in rows:
+        lines.append("| " + " | ".join(_md_escape(c) for c in cells(row)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(rows: Sequence[Row]) -> str:
+    """CSV with raw numbers (rates per second, latencies in ns) and every reason."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_HEADERS)
+    for r in rows:
+        w.writerow([
+            r.name, r.target, r.variant, r.pubs, r.subs, r.size,
+            "max" if r.rate is None else r.rate,
+            *("" if v is None else v for v in (
+                r.deliveries_per_s, r.mb_per_s, r.msgs_per_cpu_s,
+                r.p50_ns, r.p99_ns, r.p999_ns, r.max_ns, r.lost,
+            )),
+            r.status, r.partial, "; ".join(r.reasons),
+        ])
+    return buf.getvalue()
+
+
+def render_html(rows: Sequence[Row], images: Sequence[tuple[str, str]], title: str) -> str:
+    """One self-contained HTML page: the table, then ``images`` as (caption, base64 PNG)."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in HEADERS)
+    body = []
+    for row in rows:
+        tds = "".join(
+            f'<td class="{"num" if i in _NUMERIC else ""}">{esc(c)}</td>'
+            for i, c in enumerate(cells(row))
+        )
+        body.append(f'<tr class="{esc(row.status)}">{tds}</tr>')
+    figs = "".join(
+        f'<figure><img alt="{esc(cap)}" src="data:image/png;base64,{b64}">'
+        f"<figcaption>{esc(cap)}</figcaption></figure>"
+        for cap, b64 in images
+    )
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        f"<title>{esc(title)}</title><style>"
+        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+        "th,td{border:1px solid #ccc;padding:3px 8px}td.num{text-align:right}"
+        "tr.degraded{background:#fff6d5}tr.failed,tr.error{background:#fde2e2}"
+        "img{max-width:100%}</style></head><body>"
+        f"<h1>{esc(title)}</h1><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>{figs}</body></html>\n"
+    )
+
+
+def render(rows: Sequence[Row], fmt: str, title: str = "msgbench results") -> str:
+    """Render ``rows`` in ``fmt`` (one of :data:`FORMATS`; html without plots here)."""
+    if fmt == "text":
+        return render_text(rows, title)
+    if fmt == "md":
+        return render_md(rows)
+    if fmt == "csv":
+        return render_csv(rows)
+    if fmt == "html":
+        return render_html(rows, (), title)
+    raise ValueError(f"unknown format {fmt!r}")

@@ -1,0 +1,49 @@
+"""Find targets by name through the ``msgbench.targets`` entry-point group.
+
+A third-party target is a package that declares an entry point in that group;
+no change to msgbench is needed.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from msgbench.api.target import Target, TargetError
+
+ENTRY_POINT_GROUP = "msgbench.targets"
+
+
+def target_names() -> list[str]:
+    """Return the names of all registered targets, sorted."""
+    return sorted({ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def load_target_class(name: str) -> type[Target]:
+    """Return the Target class registered as ``name``.
+
+    Raises :class:`TargetError` with the known names when there is no such
+    target, or when its module fails to import.
+    """
+    # Two installs can both be on the path (a venv that also sees the system site-packages,
+    # as `ci --baseline-rev` builds): try each entry point of that name, first that loads wins.
+    errors: list[str] = []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name != name:
+            continue
+        try:
+            cls = ep.load()
+        except Exception as exc:  # a broken plugin must not take the CLI down
+            errors.append(f"target {name!r} failed to load: {exc}")
+            continue
+        if isinstance(cls, type) and issubclass(cls, Target):
+            return cls
+        errors.append(f"entry point {name!r} is not a msgbench Target")
+    if errors:
+        raise TargetError(errors[0])
+    known = ", ".join(target_names()) or "none installed"
+    raise TargetError(f"unknown target {name!r} (known: {known})")
+
+
+def load_target(name: str) -> Target:
+    """Instantiate the target registered as ``name`` (see :func:`load_target_class`)."""
+    return load_target_class(name)()

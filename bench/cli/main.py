@@ -1,0 +1,347 @@
+"""The ``msgbench`` command line.
+
+Bad input exits with code 2 and one line on stderr; a run that failed exits
+1 (its partial result is still written); ``ok`` and ``degraded`` exit 0.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from msgbench import __version__
+from msgbench.api.registry import load_target, load_target_class, target_names
+from msgbench.api.target import TargetError, TargetOption
+from msgbench.cli.console import ConsoleProgress, summary_table
+from msgbench.results.model import STATUS_FAILED, RunResult, write
+from msgbench.workload.config import (
+    DEFAULT_DRAIN_TIMEOUT_S,
+    DEFAULT_PROBE_TIMEOUT_S,
+    ConfigError,
+    RunConfig,
+    parse_churn,
+    parse_duration,
+    parse_rate,
+)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+LOG_WIDTH = 110
+
+
+def _fail(message: str) -> None:
+    click.echo(f"msgbench: error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _target_options() -> dict[str, TargetOption]:
+    """Every option any registered target declares, by flag."""
+    out: dict[str, TargetOption] = {}
+    for name in target_names():
+        try:
+            cls = load_target_class(name)
+        except TargetError:
+            continue
+        for opt in cls.options:
+            out.setdefault(opt.flag, opt)
+    return out
+
+
+def _click_option(opt: TargetOption) -> click.Option:
+    kind: Any = click.Choice(opt.choices) if opt.choices else (int if opt.kind == "int" else str)
+    if opt.kind == "flag":
+        return click.Option([opt.flag], is_flag=True, default=None, help=opt.help)
+    return click.Option([opt.flag], type=kind, default=None, help=opt.help)
+
+
+LAZY_COMMANDS: dict[str, str] = {
+    "serve": "msgbench.cli.serve_cmd:serve",
+    "report": "msgbench.cli.report_cmd:report",
+    "plot": "msgbench.cli.report_cmd:plot",
+    "export": "msgbench.cli.report_cmd:export",
+    "sweep": "msgbench.cli.sweep_cmd:sweep",
+    "compare": "msgbench.cli.compare_cmd:compare",
+    "ci": "msgbench.cli.compare_cmd:ci",
+}
+"""Commands that live in their own modules, imported only when used (``run`` stays light)."""
+
+
+def _lazy(name: str) -> click.Command | None:
+    module, _, attr = LAZY_COMMANDS[name].partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None  # not part of this build
+        raise
+    cmd = getattr(mod, attr, None)
+    return cmd if isinstance(cmd, click.Command) else None
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        lazy = [n for n in LAZY_COMMANDS if _lazy(n) is not None]
+        return sorted([*super().list_commands(ctx), "run", *lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "run":
+            # built on demand: its options come from every installed target, and importing
+            # them all would slow down every other command (the chat servers start with one)
+            return _make_run_command()
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None and cmd_name in LAZY_COMMANDS:
+            cmd = _lazy(cmd_name)
+        return cmd
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Like click's, but a usage error is one line on stderr (exit 2), not a usage dump."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
+            _fail(f"{exc.format_message()}{hint}")
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("msgbench: aborted", err=True)
+            sys.exit(EXIT_FAILED)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="msgbench")
+def main() -> None:
+    """Measure how messages flow through real-time messaging designs."""
+
+
+def _result_path(out: Path, cfg: RunConfig) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    base = out / f"{stamp}-{cfg.target}-{cfg.pubs}x{cfg.subs}"
+    path = base.with_suffix(".json")
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(f"{base}-{n}.json")
+    return path
+
+
+def _build_config(params: dict[str, Any], extra: dict[str, TargetOption]) -> RunConfig:
+    target_name = params["target"]
+    target = load_target(target_name)
+    own = {o.flag: o for o in target.options}
+    options: dict[str, Any] = {}
+    for flag, opt in extra.items():
+        value = params.get(opt.key)
+        if flag in own:
+            options[opt.key] = own[flag].default if value is None else value
+        elif value is not None:
+            raise ConfigError(f"{flag} does not apply to target {target_name!r}")
+    procs = params["procs"]
+    churn = parse_churn(params["churn"])
+    return RunConfig(
+        target=target_name,
+        pubs=params["pubs"],
+        subs=params["subs"],
+        size=params["size"],
+        rate=parse_rate(params["rate"]),
+        duration_s=parse_duration(params["duration"], "--duration"),
+        warmup_s=parse_duration(params["warmup"], "--warmup"),
+        topics=params["topics"],
+        procs=None if procs in (None, "auto") else _int(procs, "--procs"),
+        batch=params["batch"],
+        sub_delay_s=parse_duration(params["sub_delay"], "--sub-delay"),
+        churn_away_s=churn[0],
+        churn_period_s=churn[1],
+        probe_timeout_s=parse_duration(params["probe_timeout"], "--probe-timeout"),
+        drain_timeout_s=parse_duration(params["drain_timeout"], "--drain-timeout"),
+        target_options=options,
+    )
+
+
+def _width(stream: Any) -> int | None:
+    """Let rich size tables to a terminal, but do not squeeze them to 80 columns in a log."""
+    return None if stream.isatty() else LOG_WIDTH
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{what} takes a whole number or 'auto', got {text!r}") from None
+
+
+def _run(**params: Any) -> None:
+    extra = _target_options()
+    err = Console(stderr=True, width=_width(sys.stderr))
+    try:
+        cfg = _build_config(params, extra)
+        cfg.validate()
+        from msgbench.run.coordinator import Coordinator
+
+        coordinator = Coordinator(cfg, ConsoleProgress(err, quiet=params["quiet"]))
+        result = coordinator.run()
+    except (ConfigError, TargetError) as exc:
+        _fail(str(exc))
+        return
+    path = _result_path(Path(params["out"]), cfg)
+    try:
+        write(result, path)
+    except OSError as exc:
+        err.print(f"msgbench: cannot write the result to {path}: {exc}")
+        path = None  # type: ignore[assignment]
+    _print_result(result, str(path) if path else None, params["json_out"], params["quiet"], err)
+    if result.status == STATUS_FAILED:
+        sys.exit(EXIT_FAILED)
+
+
+def _print_result(
+    result: RunResult, path: str | None, json_out: bool, quiet: bool, err: Console
+) -> None:
+    if json_out:
+        sys.stdout.write(json.dumps(result.to_json(), indent=1) + "\n")
+        if not quiet:
+            err.print(summary_table(result, path))
+    elif quiet:
+        s = result.summary
+        click.echo(
+            f"{result.status} delivered={s.delivered} lost={s.lost} "
+            f"deliveries_per_s={s.deliveries_per_s:.0f} p99_ns={s.latency_ns['p99']} "
+            f"result={path}"
+        )
+    else:
+        Console(width=_width(sys.stdout)).print(summary_table(result, path))
+
+
+def _make_run_command() -> click.Command:
+    params: list[click.Parameter] = [
+        click.Option(
+            ["--target", "-t"],
+            default="inproc",
+            show_default=True,
+            help="Design under test (see `msgbench targets`).",
+        ),
+        click.Option(["--pubs", "-p"], type=int, default=1, show_default=True, help="Publishers."),
+        click.Option(["--subs", "-s"], type=int, default=1, show_default=True, help="Subscribers."),
+        click.Option(
+            ["--size"],
+            type=int,
+            default=64,
+            show_default=True,
+            help="Message size in bytes, header included.",
+        ),
+        click.Option(
+            ["--rate", "-r"],
+            default="max",
+            show_default=True,
+            help="Messages/s per publisher (10000, 50k, 1M) or 'max' for closed loop.",
+        ),
+        click.Option(
+            ["--duration", "-d"],
+            default="10s",
+            show_default=True,
+            help="Measured time: 500ms, 10s, 2m.",
+        ),
+        click.Option(
+            ["--warmup", "-w"],
+            default="2s",
+            show_default=True,
+            help="Unmeasured time before the measurement.",
+        ),
+        click.Option(
+            ["--topics"],
+            type=int,
+            default=1,
+            show_default=True,
+            help="Topics (channels); subscribers spread over them round-robin.",
+        ),
+        click.Option(
+            ["--procs"],
+            default="auto",
+            show_default=True,
+            help="Worker processes the clients are grouped into.",
+        ),
+        click.Option(
+            ["--batch"],
+            type=int,
+            default=0,
+            help="Messages per publish call (0: 128 in closed loop, else all due).",
+        ),
+        click.Option(
+            ["--sub-delay"],
+            default="0s",
+            show_default=True,
+            help="Simulated processing time per received message (a slow subscriber).",
+        ),
+        click.Option(
+            ["--churn"],
+            default=None,
+            help="Subscriber churn AWAY/PERIOD (500ms/2s): each subscriber disconnects for AWAY "
+            "every PERIOD, staggered.",
+        ),
+        click.Option(
+            ["--probe-timeout"],
+            default=f"{DEFAULT_PROBE_TIMEOUT_S:g}s",
+            show_default=True,
+            help="Give up when subscribers cannot hear publishers.",
+        ),
+        click.Option(
+            ["--drain-timeout"],
+            default=f"{DEFAULT_DRAIN_TIMEOUT_S:g}s",
+            show_default=True,
+            help="Quiet time after which undelivered is lost.",
+        ),
+        click.Option(
+            ["--out", "-o"],
+            default="results",
+            show_default=True,
+            type=click.Path(file_okay=False),
+            help="Directory for the result file.",
+        ),
+        click.Option(
+            ["--json", "json_out"],
+            is_flag=True,
+            help="Print the result document on stdout (progress goes to stderr).",
+        ),
+        click.Option(["--quiet", "-q"], is_flag=True, help="No progress; one summary line."),
+    ]
+    params += [_click_option(o) for o in _target_options().values()]
+    return click.Command(
+        "run", callback=_run, params=params, help="Run one benchmark and write its result file."
+    )
+
+
+
+
+@main.command("targets")
+def targets_cmd() -> None:
+    """List the targets, whether each can run here, and what it needs if not."""
+    for name in target_names():
+        try:
+            target = load_target(name)
+            avail = target.check()
+        except TargetError as exc:
+            click.echo(f"{name:16} broken   {exc}")
+            continue
+        state = "ready" if avail.ok else "missing"
+        click.echo(f"{name:16} {state:8} {target.description}")
+        click.echo(f"{'':16} {'':8} {avail.detail}")
+        for opt in target.options:
+            click.echo(f"{'':16} {'':8} {opt.flag}: {opt.help}")

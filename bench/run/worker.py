@@ -1,0 +1,348 @@
+"""A worker process: many clients of one target on one uvloop event loop.
+
+The worker builds its subscribers and publishers, then follows the
+coordinator's control messages: probe, start, stop. Once a second (every
+:data:`DRAIN_REPORT_INTERVAL_S` after publishing ends) it sends a
+:class:`~msgbench.run.control.Report` with the deltas since the last one; reports
+double as the heartbeat the coordinator watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from msgbench.accounting.histogram import Histogram
+from msgbench.api.registry import load_target
+from msgbench.api.target import Client, Subscription
+from msgbench.run.churn import away_windows, churn
+from msgbench.run.control import (
+    Channel,
+    Done,
+    Failed,
+    Message,
+    PipeChannel,
+    Probe,
+    ProbeStatus,
+    PubDone,
+    Ready,
+    Report,
+    Start,
+    Stop,
+)
+from msgbench.run.publisher import PublisherRunner
+from msgbench.run.sink import Buffers, SubscriberSink
+from msgbench.workload.config import RunConfig
+
+REPORT_INTERVAL_S = 1.0
+FLUSH_INTERVAL_S = 0.1
+DRAIN_REPORT_INTERVAL_S = 0.05
+PROBE_INTERVAL_S = 0.05
+PROBE_STATUS_INTERVAL_S = 0.1
+CLOSE_TIMEOUT_S = 2.0
+MAX_MISSING_LISTED = 10
+NS = 1_000_000_000
+INJECT_ENV = "MSGBENCH_INJECT_COST_NS"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What one worker runs: its id, the run, the target's endpoint and its clients."""
+
+    worker: int
+    config: dict[str, Any]
+    endpoint: dict[str, Any]
+    pubs: tuple[int, ...]
+    subs: tuple[int, ...]
+
+    def to_json(self) -> str:
+        """Serialise for the child process (JSON, never pickle)."""
+        return json.dumps(
+            {
+                "worker": self.worker,
+                "config": self.config,
+                "endpoint": self.endpoint,
+                "pubs": list(self.pubs),
+                "subs": list(self.subs),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        """Inverse of :meth:`to_json`."""
+        d = json.loads(text)
+        return cls(d["worker"], d["config"], d["endpoint"], tuple(d["pubs"]), tuple(d["subs"]))
+
+    def describe(self) -> str:
+        """A short label: ``worker 2 (pubs 0-3, subs none)``."""
+        return f"worker {self.worker} (pubs {_span(self.pubs)}, subs {_span(self.subs)})"
+
+
+def _span(ids: tuple[int, ...]) -> str:
+    if not ids:
+        return "none"
+    return str(ids[0]) if len(ids) == 1 else f"{ids[0]}-{ids[-1]}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class Worker:
+    """The event-loop side of a worker process."""
+
+    def __init__(self, spec: WorkerSpec, chan: Channel) -> None:
+        self.spec = spec
+        self.chan = chan
+        self.config = RunConfig.from_json(spec.config)
+        self.buffers = Buffers()
+        self.sinks: list[SubscriberSink] = []
+        self.subscriptions: list[Subscription] = []
+        self.runners: list[PublisherRunner] = []
+        self.client: Client | None = None
+        self.inbox: asyncio.Queue[Message | None] = asyncio.Queue()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.measure_start_ns = 0
+        self.measure_end_ns = 1 << 62
+        self.interval = [Histogram(), Histogram(), Histogram()]
+        self._last: dict[str, int] = {}
+        self._events_sent = 0
+
+    # -- control ---------------------------------------------------------
+    def _on_readable(self) -> None:
+        try:
+            while self.chan.poll():
+                self.inbox.put_nowait(self.chan.recv())
+        except (EOFError, OSError):
+            # The coordinator is gone: nobody will read our results, leave now.
+            self.inbox.put_nowait(None)
+
+    async def run(self) -> None:
+        """Build clients, report Ready, then serve control messages until Stop."""
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.chan.fileno(), self._on_readable)
+        target = load_target(self.config.target)
+        self.client = target.client(self.spec.endpoint, self.config.target_options)
+        topics = self.config.topic_names()
+        for sid in self.spec.subs:
+            t = self.config.sub_topic(sid)
+            sink = SubscriberSink(
+                sid,
+                t,
+                self.buffers,
+                self.config.sub_delay_s,
+                record_raw=self.config.rate is not None,
+                inject_cost_ns=_injected_cost_ns(),
+            )
+            self.sinks.append(sink)
+            self.subscriptions.append(await self.client.subscribe(sid, [topics[t]], sink))
+        for pid in self.spec.pubs:
+            pub = await self.client.publisher(pid)
+            self.runners.append(PublisherRunner(pid, pub, self.config, self.buffers))
+        self.chan.send(Ready(self.spec.worker, len(self.sinks)))
+        while True:
+            msg = await self.inbox.get()
+            if msg is None:
+                os._exit(3)
+            if isinstance(msg, Probe):
+                self._spawn(self._probe())
+            elif isinstance(msg, Start):
+                self._start(msg)
+            elif isinstance(msg, Stop):
+                await self._stop()
+                return
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self.tasks.append(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.chan.send(Failed(self.spec.worker, _one_line(exc)))
+
+    # -- phases -----------------------------------------------------------
+    async def _probe(self) -> None:
+        n_pubs = self.config.pubs
+        next_status = 0.0
+        while True:
+            for r in self.runners:
+                await r.probe()
+            now = time.monotonic()
+            if now >= next_status:
+                missing = [
+                    [s.sub_id, p] for s in self.sinks for p in range(n_pubs) if p not in s.heard
+                ]
+                self.chan.send(
+                    ProbeStatus(self.spec.worker, not missing, missing[:MAX_MISSING_LISTED])
+                )
+                next_status = now + PROBE_STATUS_INTERVAL_S
+            await asyncio.sleep(PROBE_INTERVAL_S)
+
+    def _start(self, msg: Start) -> None:
+        for t in self.tasks:
+            t.cancel()
+        self.tasks.clear()
+        self.measure_start_ns = msg.measure_start_ns
+        self.measure_end_ns = msg.measure_end_ns
+        for s in self.sinks:
+            s.measure_end_ns = msg.measure_end_ns
+        if self.runners:
+            self._spawn(self._publish(msg))
+        self._spawn(self._report_loop())
+        self._spawn(self._flush_loop())
+        if self.config.churn_period_s:
+            self._start_churn(msg)
+
+    def _start_churn(self, msg: Start) -> None:
+        assert self.client is not None
+        topics = self.config.topic_names()
+        for slot, sink in enumerate(self.sinks):
+            windows = away_windows(
+                sink.sub_id,
+                self.config.subs,
+                self.config.churn_away_s,
+                self.config.churn_period_s,
+                msg.measure_start_ns,
+                msg.measure_end_ns,
+            )
+            self._spawn(
+                churn(self.client, sink, [topics[sink.topic]], self.subscriptions, slot, windows)
+            )
+
+    async def _flush_loop(self) -> None:
+        # Binning a second's worth of values at once would stall the loop for tens of
+        # milliseconds and show up as latency; a tenth of a second at a time does not.
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            self._flush()
+
+    def _flush(self) -> None:
+        b = self.buffers
+        for hist, buf in zip(
+            self.interval, (b.latency, b.latency_raw, b.publish_delay), strict=True
+        ):
+            if buf:
+                hist.record_array(buf)
+                del buf[:]
+
+    async def _publish(self, msg: Start) -> None:
+        await asyncio.gather(
+            *(r.run(msg.start_ns, msg.measure_start_ns, msg.measure_end_ns) for r in self.runners)
+        )
+        published = [[r.pub_id, t, n] for r in self.runners for t, n in enumerate(r.measured)]
+        self.chan.send(PubDone(self.spec.worker, published))
+
+    async def _report_loop(self) -> None:
+        while True:
+            now = time.monotonic_ns()
+            if now < self.measure_end_ns:
+                # wake on whole seconds of the measurement so reports line up across workers
+                since = now - self.measure_start_ns
+                step = int(REPORT_INTERVAL_S * NS)
+                wake = self.measure_start_ns + (since // step + 1) * step
+                wake = min(wake, self.measure_end_ns)
+                await asyncio.sleep(max(0, wake - now) / NS)
+                # attribute to the second that just ended, even if the timer fired late
+                self._report(wake)
+            else:
+                await asyncio.sleep(DRAIN_REPORT_INTERVAL_S)
+                self._report(time.monotonic_ns())
+
+    def _report(self, at_ns: int) -> None:
+        self._flush()
+        hists = self.interval
+        self.interval = [Histogram(), Histogram(), Histogram()]
+        if self.config.rate is None:
+            hists[1] = hists[0]  # closed loop: uncorrected == corrected, see SubscriberSink
+        per_topic = self.config.subs_per_topic()
+        totals = {
+            "published": sum(sum(r.measured) for r in self.runners),
+            "expected": sum(
+                n * per_topic[t] for r in self.runners for t, n in enumerate(r.measured)
+            ),
+            "delivered": sum(s.delivered for s in self.sinks),
+            "received": sum(s.received for s in self.sinks),
+            "delivered_in_window": sum(s.delivered_in_window for s in self.sinks),
+            "gaps": sum(s.tracker.lost_gaps for s in self.sinks),
+            "duplicated": sum(s.tracker.duplicated for s in self.sinks),
+            "reordered": sum(s.tracker.reordered for s in self.sinks),
+        }
+        deltas = {k: v - self._last.get(k, 0) for k, v in totals.items()}
+        self._last = totals
+        events = [e for s in self.sinks for e in s.events]
+        new_events = events[self._events_sent :]
+        self._events_sent = len(events)
+        second = (at_ns - 1 - self.measure_start_ns) // NS
+        self.chan.send(
+            Report(
+                worker=self.spec.worker,
+                second=int(second),
+                latency=hists[0].encode(),
+                latency_raw=hists[1].encode(),
+                publish_delay=hists[2].encode(),
+                # hists[1] may be hists[0] itself (closed loop): count each histogram once
+                out_of_range=sum(h.out_of_range for h in {id(h): h for h in hists}.values()),
+                events=new_events,
+                **deltas,
+            )
+        )
+
+    async def _stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        self.tasks.clear()
+        self._report(time.monotonic_ns())
+        self.chan.send(Done(self.spec.worker, [s.totals() for s in self.sinks]))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._close_all(), CLOSE_TIMEOUT_S)
+
+    async def _close_all(self) -> None:
+        for sub in self.subscriptions:
+            await sub.close()
+        for r in self.runners:
+            await r.publisher.close()
+        if self.client is not None:
+            await self.client.close()
+
+
+def _injected_cost_ns() -> int:
+    """``MSGBENCH_INJECT_COST_NS``: CPU burnt per delivered message, to test regression gates.
+
+    Recorded in the result's environment, so a slowed run never passes for a normal one.
+    """
+    try:
+        return max(0, int(os.environ.get(INJECT_ENV, "0")))
+    except ValueError:
+        return 0
+
+
+def worker_main(spec_json: str, conn: Connection) -> None:
+    """Entry point of a worker process (``multiprocessing`` target).
+
+    Any exception becomes one :class:`~msgbench.run.control.Failed` line for the
+    coordinator instead of a traceback.
+    """
+    # Ctrl-C reaches the whole process group; the coordinator decides what happens.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    spec = WorkerSpec.from_json(spec_json)
+    chan = PipeChannel(conn)
+    try:
+        import uvloop
+
+        uvloop.run(Worker(spec, chan).run())
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            chan.send(Failed(spec.worker, _one_line(exc)))
+        raise SystemExit(1) from None

@@ -1,0 +1,165 @@
+"""The configuration of one run, and parsing of the values users type.
+
+Every check that can fail on user input lives here and raises
+:class:`ConfigError` with one line meant for the user.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from msgbench.workload.envelope import HEADER_SIZE
+
+DEFAULT_DURATION_S = 10.0
+DEFAULT_WARMUP_S = 2.0
+DEFAULT_SIZE = 64
+DEFAULT_PROBE_TIMEOUT_S = 10.0
+DEFAULT_DRAIN_TIMEOUT_S = 2.0
+MAX_CLIENTS = 10_000
+MAX_TOPICS = 65_535  # the envelope's topic field is 16 bits
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|h)?\s*$")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class ConfigError(ValueError):
+    """Invalid user input; ``str(exc)`` is one line for the user."""
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """Parse ``500ms``, ``10s``, ``2m``, ``1.5h`` or a bare number of seconds into seconds."""
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise ConfigError(f"invalid {what} {text!r}: use a number with a unit, e.g. 500ms, 10s, 2m")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def parse_churn(text: str | None) -> tuple[float, float]:
+    """Parse ``AWAY/PERIOD`` (``500ms/2s``) into seconds; None or ``none`` is no churn."""
+    if text is None or text.strip().lower() in ("", "none", "0"):
+        return 0.0, 0.0
+    away, sep, period = text.partition("/")
+    if not sep:
+        raise ConfigError(f"invalid --churn {text!r}: use AWAY/PERIOD, e.g. 500ms/2s")
+    return parse_duration(away, "--churn away time"), parse_duration(period, "--churn period")
+
+
+def parse_rate(text: str) -> float | None:
+    """Parse a per-publisher rate: a positive number (``10000``, ``50k``, ``1.5M``) or ``max``.
+
+    Returns None for ``max`` (closed loop).
+    """
+    t = text.strip().lower()
+    if t == "max":
+        return None
+    mult = 1.0
+    if t and t[-1] in "km":
+        mult = 1e3 if t[-1] == "k" else 1e6
+        t = t[:-1]
+    try:
+        rate = float(t) * mult
+    except ValueError:
+        raise ConfigError(f"invalid rate {text!r}: use messages/s per publisher or 'max'") from None
+    if not rate > 0 or rate != rate or rate == float("inf"):
+        raise ConfigError(f"rate must be a positive number of messages/s, got {text!r}")
+    return rate
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; recorded verbatim in the result."""
+
+    target: str = "inproc"
+    pubs: int = 1
+    subs: int = 1
+    size: int = DEFAULT_SIZE
+    rate: float | None = None
+    """Messages per second per publisher; None is closed loop (``--rate max``)."""
+    duration_s: float = DEFAULT_DURATION_S
+    warmup_s: float = DEFAULT_WARMUP_S
+    topics: int = 1
+    procs: int | None = None
+    batch: int = 0
+    """Messages per publish call; 0 picks a default for the rate."""
+    sub_delay_s: float = 0.0
+    churn_away_s: float = 0.0
+    churn_period_s: float = 0.0
+    """Subscriber churn: each subscriber is away ``churn_away_s`` every ``churn_period_s``."""
+    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    target_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` when the run cannot make sense."""
+        if self.pubs < 1:
+            raise ConfigError("--pubs must be at least 1")
+        if self.subs < 1:
+            raise ConfigError("--subs must be at least 1: with no subscriber nothing is measured")
+        if self.pubs + self.subs > MAX_CLIENTS:
+            raise ConfigError(f"at most {MAX_CLIENTS} clients in one run")
+        if self.size < HEADER_SIZE:
+            raise ConfigError(
+                f"--size {self.size} B cannot hold the {HEADER_SIZE} B header msgbench needs"
+            )
+        if self.rate is not None and not self.rate > 0:
+            raise ConfigError("--rate must be positive (or 'max')")
+        if self.duration_s <= 0:
+            raise ConfigError("--duration must be longer than zero")
+        if self.warmup_s < 0:
+            raise ConfigError("--warmup cannot be negative")
+        if not 1 <= self.topics <= min(self.subs, MAX_TOPICS):
+            raise ConfigError(
+                f"--topics must be between 1 and the number of subscribers ({self.subs})"
+            )
+        if self.procs is not None and self.procs < 1:
+            raise ConfigError("--procs must be at least 1")
+        if self.batch < 0:
+            raise ConfigError("--batch cannot be negative")
+        if self.sub_delay_s < 0:
+            raise ConfigError("--sub-delay cannot be negative")
+        if self.churn_period_s and not 0 < self.churn_away_s < self.churn_period_s:
+            raise ConfigError("--churn AWAY/PERIOD needs 0 < AWAY < PERIOD, e.g. 500ms/2s")
+
+    def topic_names(self) -> tuple[str, ...]:
+        """The topic (channel) names, ``t0`` .. ``t<n-1>``."""
+        return tuple(f"t{i}" for i in range(self.topics))
+
+    def sub_topic(self, sub_id: int) -> int:
+        """The topic index subscriber ``sub_id`` listens to: subscribers spread round-robin."""
+        return sub_id % self.topics
+
+    def subs_per_topic(self) -> list[int]:
+        """How many subscribers listen to each topic."""
+        counts = [0] * self.topics
+        for s in range(self.subs):
+            counts[self.sub_topic(s)] += 1
+        return counts
+
+    def effective_batch(self) -> int:
+        """Messages per publish call: the user's ``--batch`` or a default for the rate."""
+        if self.batch:
+            return self.batch
+        return 128 if self.rate is None else 1024
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        d = asdict(self)
+        d["target_options"] = dict(self.target_options)
+        return d
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Rebuild a config from :meth:`to_json` output."""
+        return cls(**dict(data))
+
+
+def cpu_count() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

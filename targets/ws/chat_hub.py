@@ -1,0 +1,233 @@
+"""The heart of the chat server: rooms and the broadcast that never waits for a client.
+
+:class:`ChatConnection` hands a client's messages over a socket read at a time;
+:class:`Hub` relays them to the members of the room (and to the bridge) by
+writing prepared frames to each member's transport, dropping a member whose
+outgoing buffer passes the bound. See :mod:`msgbench.targets.ws.chat_server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+from msgbench.targets.ws.chat_bridge import Batch, Bridge
+
+log = logging.getLogger("msgbench.chat")
+
+DEFAULT_ROOM = "lobby"
+SLOW_CLOSE_GRACE_S = 0.5
+"""How long a client dropped for being slow (or at shutdown) has to take its close frame
+before the TCP connection is aborted: it is behind by a full buffer, so it rarely can."""
+SLOW_CLOSE_CODE = 1008
+READ_YIELD_BYTES = 64 * 1024
+_OP_TEXT = Opcode.TEXT
+_OP_BINARY = Opcode.BINARY
+_OP_CONT = Opcode.CONT
+_H16 = struct.Struct("!BBH")
+_H64 = struct.Struct("!BBQ")
+
+
+@dataclass
+class Stats:
+    """Counters served at ``GET /stats``."""
+
+    server_id: str
+    bridge: str
+    connected: int = 0
+    connections_total: int = 0
+    slow_disconnects: int = 0
+    protocol_errors: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+    bridge_out: int = 0
+    bridge_in: int = 0
+
+
+def frame_bytes(batch: Batch) -> bytes:
+    """Server-to-client frames (unmasked, unfragmented) for ``batch``, built once per broadcast.
+
+    Serialising once and writing the same bytes to every member is what keeps the
+    broadcast cheap; it needs compression off, which the server ensures.
+    """
+    parts: list[bytes] = []
+    append = parts.append
+    for is_text, data in batch:
+        b0 = 0x81 if is_text else 0x82
+        n = len(data)
+        if n < 126:
+            append(bytes((b0, n)))
+        elif n < 65536:
+            append(_H16.pack(b0, 126, n))
+        else:
+            append(_H64.pack(b0, 127, n))
+        append(data)
+    return b"".join(parts)
+
+
+class ChatConnection(ServerConnection):
+    """A client connection that hands its messages to the hub a socket read at a time.
+
+    Data frames bypass websockets' receive queue: one read becomes one batch and one
+    broadcast, instead of one coroutine wake-up per message.
+    """
+
+    hub: Hub
+    room: str = DEFAULT_ROOM
+    listen: bool = True
+    ack: bool = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch: Batch = []
+        self._frag_text = False
+        self._frag: list[bytes] = []
+
+    def process_event(self, event: Any) -> None:
+        if not isinstance(event, Frame):
+            super().process_event(event)  # the opening handshake
+            return
+        op = event.opcode
+        if op is _OP_BINARY or op is _OP_TEXT:
+            if event.fin:
+                self._text_or_binary(op is _OP_TEXT, bytes(event.data))
+            else:
+                self._frag_text = op is _OP_TEXT
+                self._frag = [bytes(event.data)]
+        elif op is _OP_CONT:
+            # The protocol enforces max_size over all fragments and their order.
+            self._frag.append(bytes(event.data))
+            if event.fin:
+                data, self._frag = b"".join(self._frag), []
+                self._text_or_binary(self._frag_text, data)
+        else:
+            super().process_event(event)  # ping, pong, close
+
+    def _text_or_binary(self, is_text: bool, data: bytes) -> None:
+        if is_text:
+            try:
+                data.decode()
+            except UnicodeDecodeError:
+                # Browsers fail the whole connection on bad UTF-8: never relay it.
+                # (Counted with the other protocol errors when the handler ends.)
+                self.protocol.fail(1007, "invalid UTF-8 in a text message")
+                self.send_data()
+                return
+        self._batch.append((is_text, data))
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self.hub.from_client(self.room, batch)
+        if len(data) >= READ_YIELD_BYTES and not self.transport.is_closing():
+            # libuv reads a busy socket up to 32 times a turn: one flooding client would
+            # hold the loop for long stretches. One read, then the others' turn.
+            self.transport.pause_reading()
+            self.loop.call_soon(self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.hub.leave(self)  # before anything else can write to a dead transport
+        super().connection_lost(exc)
+
+
+class Hub:
+    """Rooms, local broadcast and the bridge; all on one event loop."""
+
+    def __init__(self, stats: Stats, max_client_buffer: int, bridge: Bridge | None,
+                 local_first: bool) -> None:
+        self.stats = stats
+        self.max_client_buffer = max_client_buffer
+        self.bridge = bridge
+        self.local_first = local_first
+        self.rooms: dict[str, dict[ChatConnection, None]] = {}
+
+    def join(self, conn: ChatConnection) -> None:
+        """Make ``conn`` a member of its room (it receives what is sent there)."""
+        self.rooms.setdefault(conn.room, {})[conn] = None
+
+    def leave(self, conn: ChatConnection) -> None:
+        """Remove ``conn`` from its room; safe to call twice."""
+        members = self.rooms.get(conn.room)
+        if members is not None and members.pop(conn, 0) is None and not members:
+            del self.rooms[conn.room]
+
+    def from_client(self, room: str, batch: Batch) -> None:
+        """Messages a client sent: broadcast and/or hand to the bridge (see the module doc)."""
+        self.stats.messages_in += len(batch)
+        if self.bridge is not None:
+            self.stats.bridge_out += len(batch)
+            self.bridge.publish(room, batch)
+            if not self.local_first:
+                return  # it comes back through the bridge
+        self.deliver(room, batch)
+
+    def from_bridge(self, room: str, batch: Batch) -> None:
+        """Messages another server (or Redis) sent: broadcast locally."""
+        self.stats.bridge_in += len(batch)
+        self.deliver(room, batch)
+
+    def deliver(self, room: str, batch: Batch) -> None:
+        """Write ``batch`` to every member of ``room`` without waiting for any of them."""
+        members = self.rooms.get(room)
+        if not members:
+            return
+        data = frame_bytes(batch)
+        limit = self.max_client_buffer
+        slow: list[ChatConnection] = []
+        written = 0
+        for conn in members:
+            transport = conn.transport
+            if transport.get_write_buffer_size() > limit:
+                slow.append(conn)
+                continue
+            if conn.protocol.state is State.OPEN:
+                transport.write(data)
+                written += 1
+        self.stats.messages_out += written * len(batch)
+        for conn in slow:
+            self._drop_slow(conn)
+
+    def _drop_slow(self, conn: ChatConnection) -> None:
+        self.leave(conn)
+        self.stats.slow_disconnects += 1
+        log.warning("disconnect slow client %s room=%s: more than %d bytes waiting",
+                    peer(conn), conn.room, self.max_client_buffer)
+        _close_now(conn, SLOW_CLOSE_CODE, "client too slow")
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every member now (the server cannot go on)."""
+        for members in list(self.rooms.values()):
+            for conn in list(members):
+                _close_now(conn, code, reason)
+
+
+def _close_now(conn: ServerConnection, code: int, reason: str) -> None:
+    """Send a close frame and abort the connection if the client does not answer in time.
+
+    Not ``conn.close()``: it first waits for the write buffer to drain, which for a
+    client that does not read is forever.
+    """
+    with contextlib.suppress(Exception):
+        if conn.protocol.state is State.OPEN:
+            conn.protocol.send_close(code, reason)
+            conn.send_data()
+    asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE_S, conn.transport.abort)
+
+
+def peer(conn: ServerConnection) -> str:
+    """``host:port`` of the client, for log lines."""
+    addr = conn.remote_address
+    return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)

@@ -1,0 +1,384 @@
+"""``zmq``: the brokerless ZeroMQ mesh, and its brokered variant (``--zmq-mode proxy``).
+
+Mesh: each publisher binds a PUB socket; each subscriber connects one SUB
+socket to every publisher and subscribes by topic prefix. No broker, no
+single point of failure. Proxy: publishers connect to the XSUB side of a
+forwarder running in its own process (:mod:`msgbench.targets.zmq.proxy`),
+subscribers to its XPUB side, so mesh and broker compare on one workload.
+
+Framing: every message is one frame, ``len(topic) | topic | payload``. The
+length byte makes a prefix subscription exact: ``\\x02t1`` is not a prefix of
+``\\x03t10``, so a subscriber of ``t1`` never gets ``t10``.
+
+What ZeroMQ does and msgbench reports rather than hides:
+
+* slow joiners: a message published before a subscription reached the
+  publisher is dropped. ``subscribe`` returns after connect + subscribe; the
+  driver's probe phase waits until every subscriber hears every publisher.
+* high-water marks (``--hwm``): a PUB socket never blocks, it drops at the
+  mark, and the driver counts the sequence gaps as lost. ``--zmq-nodrop``
+  makes publishers wait there instead (XPUB with ``ZMQ_XPUB_NODROP``).
+* a dead forwarder: in proxy mode a socket monitor turns a lost connection to
+  it into an exception from ``publish`` and ``Sink.disconnected``.
+
+Receiving drains a plain (non-asyncio) socket in batches from the loop's
+reader callback: one ``deliver`` per drain instead of one await per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from msgbench.api.target import (
+    JSON,
+    Availability,
+    Client,
+    Endpoint,
+    Publisher,
+    ServerProcess,
+    ServeSpec,
+    Sink,
+    Subscription,
+    Target,
+    TargetError,
+    TargetOption,
+)
+from msgbench.kit.procs import LOOPBACK, free_port
+from msgbench.kit.zmq_watch import LinkWatch, readable
+from msgbench.targets.zmq.proxy import DEFAULT_HWM, forwarder
+
+MODES = ("mesh", "proxy")
+TRANSPORTS = ("tcp", "ipc")
+MAX_BATCH = 1024
+"""Messages taken from a socket per reader callback; then the loop gets a turn."""
+LINGER_MS = 1000
+"""How long closing a publisher may wait to flush what it queued; bounds a close."""
+RECONNECT_IVL_MS = 20
+"""Retry interval of a connect whose peer is not bound yet (ZeroMQ's default is 100 ms):
+subscribers connect before publishers bind, and this shortens the probe phase."""
+NODROP_WAIT_MS = 2
+"""How long a ``--zmq-nodrop`` publisher at the high-water mark blocks in ``send`` for room
+before it gives the worker's loop a turn. ZeroMQ wakes a blocked send the moment there is
+room; sleeping on a timer instead idles the pipe for a whole millisecond tick."""
+MAX_TOPIC_BYTES = 255
+
+_NOBLOCK = zmq.NOBLOCK
+_POLLIN = zmq.POLLIN
+_EVENTS = zmq.EVENTS
+
+
+class ZmqLinkLost(ConnectionError):
+    """A publisher lost its connection to the forwarder."""
+
+
+def topic_prefix(topic: str) -> bytes:
+    """The frame prefix of ``topic``: its length byte, then its UTF-8 bytes."""
+    raw = topic.encode()
+    if len(raw) > MAX_TOPIC_BYTES:
+        raise TargetError(f"topic {topic[:20]!r}... is longer than {MAX_TOPIC_BYTES} bytes")
+    return bytes((len(raw),)) + raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The zmq options of a run, checked."""
+
+    mode: str = "mesh"
+    transport: str = "tcp"
+    hwm: int = DEFAULT_HWM
+    nodrop: bool = False
+    sockbuf: int = 0
+    """SO_SNDBUF / SO_RCVBUF of every socket in bytes; 0 keeps the kernel's (autotuned)."""
+    external: tuple[str, str] | None = None
+    """(xsub, xpub) of a running forwarder to use instead of starting one."""
+
+    @classmethod
+    def parse(cls, options: Mapping[str, JSON]) -> Settings:
+        """Read and check ``--zmq-*`` / ``--hwm``; raises :class:`TargetError` (one line)."""
+        mode = options.get("zmq_mode") or "mesh"
+        transport = options.get("zmq_transport") or "tcp"
+        hwm = options.get("hwm")
+        hwm = DEFAULT_HWM if hwm is None else hwm
+        if mode not in MODES:
+            raise TargetError(f"--zmq-mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if transport not in TRANSPORTS:
+            raise TargetError(
+                f"--zmq-transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}"
+            )
+        if not isinstance(hwm, int) or isinstance(hwm, bool) or hwm < 0:
+            raise TargetError(f"--hwm must be a whole number >= 0 (0: no limit), got {hwm!r}")
+        sockbuf = options.get("zmq_sockbuf") or 0
+        if not isinstance(sockbuf, int) or isinstance(sockbuf, bool) or sockbuf < 0:
+            raise TargetError(f"--zmq-sockbuf must be a number of bytes >= 0, got {sockbuf!r}")
+        external = None
+        spec = options.get("zmq_proxy")
+        if spec:
+            parts = [p.strip() for p in str(spec).split(",")]
+            if len(parts) != 2 or not all(p.startswith(("tcp://", "ipc://")) for p in parts):
+                raise TargetError(
+                    f"--zmq-proxy takes XSUB,XPUB addresses (tcp://host:port or ipc://path), "
+                    f"got {spec!r}"
+                )
+            if mode != "proxy":
+                raise TargetError("--zmq-proxy needs --zmq-mode proxy")
+            external = (parts[0], parts[1])
+        return cls(mode, transport, hwm, bool(options.get("zmq_nodrop")), sockbuf, external)
+
+
+def _address(transport: str, workdir: Path, name: str) -> str:
+    if transport == "ipc":
+        return f"ipc://{workdir / name}"
+    return f"tcp://{LOOPBACK}:{free_port()}"
+
+
+class _Publisher(Publisher):
+    def __init__(self, sock: zmq.Socket[bytes], proxy: str | None, nodrop: bool) -> None:
+        self.sock = sock
+        self.nodrop = nodrop
+        self.prefixes: dict[str, bytes] = {}
+        self.lost: str | None = None
+        self.watch = LinkWatch(sock, self._lost) if proxy else None
+        # The backend's send, without the Python wrapper's keyword handling: about a third
+        # of the per-message cost of sending.
+        self._send = super(zmq.Socket, sock).send
+
+    def _lost(self, endpoint: str) -> None:
+        self.lost = self.lost or f"lost the connection to the zmq forwarder at {endpoint}"
+
+    def _prefix(self, topic: str) -> bytes:
+        if self.lost:
+            raise ZmqLinkLost(self.lost)
+        prefix = self.prefixes.get(topic)
+        if prefix is None:
+            prefix = self.prefixes[topic] = topic_prefix(topic)
+        return prefix
+
+    async def publish(self, topic: str, payloads: Sequence[bytes]) -> None:
+        """Queue every payload; at the high-water mark PUB drops, ``--zmq-nodrop`` waits."""
+        prefix = self._prefix(topic)
+        await self._send_all([prefix + p for p in payloads])
+
+    async def publish_block(self, topic: str, block: bytes, count: int, size: int) -> None:
+        """:meth:`publish` for payloads lying back to back: prefixed all at once with numpy."""
+        prefix = self._prefix(topic)
+        rows = np.empty((count, len(prefix) + size), np.uint8)
+        rows[:, : len(prefix)] = np.frombuffer(prefix, np.uint8)
+        rows[:, len(prefix) :] = np.frombuffer(block, np.uint8, count * size).reshape(count, size)
+        data, step = rows.tobytes(), len(prefix) + size
+        await self._send_all([data[i : i + step] for i in range(0, count * step, step)])
+
+    async def _send_all(self, messages: list[bytes]) -> None:
+        send = self._send
+        if not self.nodrop:  # a PUB socket never says Again: it drops at the mark
+            for m in messages:
+                send(m, _NOBLOCK)
+            return
+        i, n = 0, len(messages)
+        while i < n:
+            try:
+                while i < n:
+                    send(messages[i], _NOBLOCK)
+                    i += 1
+            except zmq.Again:  # XPUB_NODROP at the mark: wait for room
+                # An XPUB reports POLLOUT even when full (libzmq's distributor always claims
+                # room), so there is no FD edge to await: block briefly in ZeroMQ instead
+                # (SNDTIMEO is NODROP_WAIT_MS), then let the loop run.
+                try:
+                    send(messages[i], 0)
+                    i += 1
+                except zmq.Again:
+                    if self.lost:
+                        raise ZmqLinkLost(self.lost) from None
+                    await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        """Close, letting ZeroMQ flush for at most :data:`LINGER_MS`."""
+        if self.watch is not None:
+            self.watch.close()
+        self.sock.close(linger=LINGER_MS)
+
+
+class _Subscription(Subscription):
+    def __init__(self, sock: zmq.Socket[bytes], cut: int | None, sink: Sink,
+                 proxy: str | None) -> None:
+        self.sock = sock
+        self.sink = sink
+        self.cut = cut
+        self.closed = False
+        self.loop = asyncio.get_running_loop()
+        self.fd: int = sock.FD
+        self.watch = LinkWatch(sock, self._lost) if proxy else None
+        self.loop.add_reader(self.fd, self._drain)
+        # A pipe that was never read from signals nothing: read once to arm the FD.
+        self.loop.call_soon(self._drain)
+
+    def _lost(self, endpoint: str) -> None:
+        self.sink.disconnected(f"lost the connection to the zmq forwarder at {endpoint}")
+
+    def _drain(self) -> None:
+        if self.closed:
+            return
+        recv = self.sock.recv
+        batch: list[bytes] = []
+        append = batch.append
+        cut = self.cut
+        more = True
+        try:
+            if cut is not None:  # the sink skips the prefix itself: no copy per message
+                for _ in range(MAX_BATCH):
+                    append(recv(_NOBLOCK))
+            else:  # topics of different lengths: read each message's length byte
+                for _ in range(MAX_BATCH):
+                    m = recv(_NOBLOCK)
+                    append(m[m[0] + 1 :])
+        except zmq.Again:
+            # Edge-triggered FD: it will not fire again for messages already queued,
+            # so ask ZeroMQ directly before waiting for the next edge.
+            more = readable(self.sock)
+        if batch:
+            self.sink.deliver(batch, cut or 0)
+        if more:
+            self.loop.call_soon(self._drain)  # full batch: let the rest of the loop run first
+
+    async def close(self) -> None:
+        """Stop receiving and close the socket at once (nothing to flush)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.watch is not None:
+            self.watch.close()
+        self.loop.remove_reader(self.fd)
+        self.sock.close(linger=0)
+
+
+class _ZmqClient(Client):
+    def __init__(self, endpoint: Mapping[str, JSON], settings: Settings) -> None:
+        self.endpoint = endpoint
+        self.settings = settings
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+
+    def _socket(self, kind: int) -> zmq.Socket[bytes]:
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.SNDHWM, self.settings.hwm)
+        sock.setsockopt(zmq.RCVHWM, self.settings.hwm)
+        sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+        if self.settings.sockbuf:
+            sock.setsockopt(zmq.SNDBUF, self.settings.sockbuf)
+            sock.setsockopt(zmq.RCVBUF, self.settings.sockbuf)
+        return sock
+
+    async def publisher(self, pub_id: int) -> Publisher:
+        """A PUB socket bound to this publisher's address (mesh) or connected to the forwarder."""
+        nodrop = self.settings.nodrop
+        sock = self._socket(zmq.XPUB if nodrop else zmq.PUB)
+        if nodrop:
+            sock.setsockopt(zmq.XPUB_NODROP, 1)
+            sock.setsockopt(zmq.SNDTIMEO, NODROP_WAIT_MS)
+        proxy: str | None = None
+        try:
+            if self.endpoint["mode"] == "mesh":
+                addr = self.endpoint["pubs"][pub_id]
+                sock.bind(addr)
+            else:
+                proxy = addr = self.endpoint["xsub"]
+                sock.connect(addr)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise TargetError(f"publisher {pub_id} cannot use {addr}: {exc}") from None
+        return _Publisher(sock, proxy, nodrop)
+
+    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
+        """Subscribe first, then connect to every publisher (or the forwarder); see module doc."""
+        sock = self._socket(zmq.SUB)
+        prefixes = [topic_prefix(t) for t in topics]
+        for p in prefixes:
+            sock.setsockopt(zmq.SUBSCRIBE, p)
+        lengths = {len(p) for p in prefixes}
+        cut = lengths.pop() if len(lengths) == 1 else None
+        proxy: str | None = None
+        if self.endpoint["mode"] == "mesh":
+            for addr in self.endpoint["pubs"]:
+                sock.connect(addr)
+        else:
+            proxy = self.endpoint["xpub"]
+            sock.connect(proxy)
+        return _Subscription(sock, cut, sink, proxy)
+
+    async def close(self) -> None:
+        """Close whatever is still open, then the context (bounded by the linger)."""
+        self.ctx.destroy(linger=LINGER_MS)
+
+
+class ZmqTarget(Target):
+    """ZeroMQ PUB/SUB, brokerless mesh or through a forwarder; see the module docstring."""
+
+    name = "zmq"
+    description = ("ZeroMQ PUB/SUB: brokerless mesh (each publisher binds, subscribers connect "
+                   "to all), or through an XSUB/XPUB forwarder")
+    options = (
+        TargetOption("--zmq-mode", "mesh: subscribers connect to every publisher; proxy: "
+                     "everyone connects to an XSUB/XPUB forwarder process", "mesh",
+                     choices=MODES),
+        TargetOption("--zmq-transport", "tcp (loopback) or ipc (Unix sockets in a private "
+                     "temp dir)", "tcp", choices=TRANSPORTS),
+        TargetOption("--hwm", "ZeroMQ high-water mark (SNDHWM/RCVHWM, messages; 0: no limit); "
+                     "PUB drops beyond it", DEFAULT_HWM, kind="int"),
+        TargetOption("--zmq-nodrop", "publishers wait at the high-water mark instead of "
+                     "dropping (XPUB with ZMQ_XPUB_NODROP): backpressure", False, kind="flag"),
+        TargetOption("--zmq-sockbuf", "kernel socket buffer size in bytes (ZMQ_SNDBUF/"
+                     "ZMQ_RCVBUF); 0: the kernel's autotuned default, which on loopback can "
+                     "queue far more than --hwm", 0, kind="int"),
+        TargetOption("--zmq-proxy", "XSUB,XPUB addresses of a running forwarder to use "
+                     "instead of starting one (with --zmq-mode proxy)", None),
+    )
+
+    def check(self) -> Availability:
+        """pyzmq is a dependency; report the libzmq it carries."""
+        return Availability(True, f"libzmq {zmq.zmq_version()} (pyzmq {zmq.__version__})")
+
+    def validate(self, options: Mapping[str, JSON]) -> None:
+        """Reject bad ``--zmq-*`` / ``--hwm`` values (see :meth:`Settings.parse`)."""
+        Settings.parse(options)
+
+    @contextlib.contextmanager
+    def serve(self, spec: ServeSpec) -> Iterator[Endpoint]:
+        """Pick the publishers' addresses (mesh) or start the forwarder (proxy).
+
+        Everything lives on loopback or in a private temp dir removed afterwards.
+        """
+        s = Settings.parse(spec.options)
+        for t in spec.topics:
+            topic_prefix(t)
+        info: dict[str, JSON] = {
+            "libzmq": zmq.zmq_version(), "pyzmq": zmq.__version__, "mode": s.mode,
+            "transport": s.transport, "hwm": s.hwm, "nodrop": s.nodrop, "sockbuf": s.sockbuf,
+            "reconnect_ivl_ms": RECONNECT_IVL_MS, "linger_ms": LINGER_MS,
+        }
+        with tempfile.TemporaryDirectory(prefix="msgbench-zmq-") as tmp:
+            work = Path(tmp)
+            if s.mode == "mesh":
+                pubs = [_address(s.transport, work, f"pub-{i}") for i in range(spec.pubs)]
+                yield Endpoint({"mode": "mesh", "pubs": pubs}, (), info)
+            elif s.external is not None:
+                xsub, xpub = s.external
+                info.update(forwarder="external", xsub=xsub, xpub=xpub, transport="external")
+                yield Endpoint({"mode": "proxy", "xsub": xsub, "xpub": xpub}, (), info)
+            else:
+                xsub = _address(s.transport, work, "xsub")
+                xpub = _address(s.transport, work, "xpub")
+                info.update(forwarder="msgbench.targets.zmq.proxy (zmq.proxy)")
+                with forwarder(xsub, xpub, s.hwm, work, s.nodrop, s.sockbuf) as pid:
+                    yield Endpoint({"mode": "proxy", "xsub": xsub, "xpub": xpub},
+                                   (ServerProcess("zmq-proxy", pid),), info)
+
+    def client(self, endpoint: Mapping[str, JSON], options: Mapping[str, JSON]) -> Client:
+        """One ZeroMQ context per worker; sockets are made per publisher / subscriber."""
+        return _ZmqClient(endpoint, Settings.parse(options))
