@@ -44,8 +44,9 @@ def test_validation_catches_what_cannot_work() -> None:
 
 def test_subscribers_spread_over_topics() -> None:
     cfg = RunConfig(subs=5, topics=2)
-    assert [cfg.sub_topic(s) for s in range(5)] == [0, 1, 0, 1, 0]
-    assert cfg.subs_per_topic() == [3, 2]
+    topo = cfg.topology()
+    assert [topo.listener(s).topic for s in range(5)] == [0, 1, 0, 1, 0]
+    assert [topo.listeners_of(t) for t in range(2)] == [3, 2]
 
 
 def test_plan_separates_roles_and_covers_every_client() -> None:

@@ -71,7 +71,7 @@ def test_interval_log_falls_back_to_the_total_histogram(tmp_path: Path) -> None:
     _, hlog = _export(tmp_path, result)
     (only,) = _read_hlog(hlog)
     assert only.get_tag() == TAG_TOTAL
-    assert only.get_total_count() == result.summary.delivered
+    assert only.get_total_count() == result.summary.counters.delivered
     assert "no per-second histograms" in hlog.read_text()
 
 
@@ -83,16 +83,16 @@ def test_percentile_distribution_in_microseconds_and_milliseconds(tmp_path: Path
     rows = [ln.split() for ln in lines[2:] if ln and not ln.startswith("#")]
     values = [float(r[0]) for r in rows]
     assert values == sorted(values)
-    assert int(rows[-1][2]) == result.summary.delivered and float(rows[-1][1]) == 1.0
+    assert int(rows[-1][2]) == result.summary.counters.delivered and float(rows[-1][1]) == 1.0
     lat = result.summary.latency_ns
     assert values[-1] == pytest.approx(lat["max"] / 1e3, rel=1e-3)
     hist = Histogram.decode(result.histograms["latency"])
-    total = result.summary.delivered
+    total = result.summary.counters.delivered
     for r in rows[1:-1]:  # each row: a value that at least its percentile of counts reach
         assert int(r[2]) >= float(r[1]) * total - 1
         assert float(r[0]) >= hist.value_at(float(r[1]) * 100) / 1e3 * (1 - 1e-3)
     footer = [ln for ln in lines if ln.startswith("#[")]
-    assert footer[1].startswith("#[Max") and f"{result.summary.delivered}" in footer[1]
+    assert footer[1].startswith("#[Max") and f"{result.summary.counters.delivered}" in footer[1]
     hgrm_ms, _ = _export(tmp_path / "ms", result, "--unit", "ms")
     last = [ln for ln in hgrm_ms.read_text().splitlines() if ln and ln[0] != "#"][-1]
     assert float(last.split()[0]) == pytest.approx(lat["max"] / 1e6, rel=1e-3)

@@ -20,6 +20,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from conftest import msgbench_argv
+from msgbench.accounting.counters import Counters
 from msgbench.accounting.histogram import PERCENTILES, Histogram
 from msgbench.analysis.labels import variant
 from msgbench.analysis.report import Row, expand_paths, render
@@ -71,12 +72,11 @@ def make_result(
     delivered = total.count
     cpu_s = delivered / msgs_per_cpu_s
     summary = Summary(
-        published=delivered // subs, expected=delivered + lost, delivered=delivered, lost=lost,
-        duplicated=0, reordered=0, gaps=0, misrouted=0, disconnected_subscribers=0,
+        counters=Counters(published=delivered // subs, expected=delivered + lost,
+                          delivered=delivered, lost=lost),
         duration_s=float(seconds), deliveries_per_s=delivered / seconds,
         mb_per_s=delivered / seconds * 64 / 1e6, cpu_s=cpu_s, msgs_per_cpu_s=msgs_per_cpu_s,
         latency_ns=lat, latency_uncorrected_ns=lat, publish_delay_ns=lat,
-        latency_out_of_range=0,
     )
     config = {
         "target": target, "pubs": 1, "subs": subs, "size": 64, "rate": rate,

@@ -25,6 +25,11 @@ import numpy as np
 import numpy.typing as npt
 
 from msgbench.accounting.sequence import SequenceTracker
+from msgbench.workload.envelope import KIND_AND_TOPIC as _KIND_AND_TOPIC
+from msgbench.workload.envelope import KIND_MASK as _KIND_MASK
+from msgbench.workload.envelope import PUB_SHIFT as _PUB_SHIFT
+from msgbench.workload.envelope import TOPIC_MASK as _TOPIC_MASK
+from msgbench.workload.envelope import TOPIC_SHIFT as _TOPIC_SHIFT
 from msgbench.workload.envelope import Kind, header_dtype
 
 VECTOR_MIN = 64
@@ -34,13 +39,6 @@ MAX_STREAMS = 64
 """Batches interleaving more streams than this take the per-message path: the check costs a
 few operations per stream."""
 
-_KIND_MASK = 0xFF
-_TOPIC_SHIFT = 16
-_TOPIC_MASK = 0xFFFF
-_KIND_AND_TOPIC = 0xFFFF00FF
-"""The header's first 8 bytes read as one little-endian integer: kind in bits 0-7, a reserved
-byte, the topic in bits 16-31 and the publisher above; ``head >> 16`` is the stream key
-``publisher << 16 | topic`` the per-message path uses."""
 _ACCEPTED = (int(Kind.MEASURE), int(Kind.WARMUP))
 
 
@@ -50,7 +48,8 @@ def headers(block: bytes, first: int, count: int, stride: int,
     return np.frombuffer(block, header_dtype(stride, offset), count, first)
 
 
-def in_order(records: npt.NDArray[np.void], tracker: SequenceTracker, topic: int) -> int | None:
+def in_order(records: npt.NDArray[np.void], tracker: SequenceTracker, topic: int,
+             publisher: int | None = None) -> int | None:
     """Account ``records`` at once if every stream in them only moves forward.
 
     That is: all of one kind, MEASURE or WARMUP; all on ``topic``; and per
@@ -68,6 +67,8 @@ def in_order(records: npt.NDArray[np.void], tracker: SequenceTracker, topic: int
         return None
     seq = records["seq"]
     nxt = tracker.next_seq
+    if publisher is not None and h0 >> _PUB_SHIFT != publisher:
+        return None
     if (head == h0).all():
         key = h0 >> _TOPIC_SHIFT
         gaps = _rising(seq, nxt.get(key))
@@ -75,7 +76,7 @@ def in_order(records: npt.NDArray[np.void], tracker: SequenceTracker, topic: int
             return None
         _apply(tracker, key, seq, gaps)
         return kind
-    if not ((head & _KIND_AND_TOPIC) == (h0 & _KIND_AND_TOPIC)).all():
+    if publisher is not None or not ((head & _KIND_AND_TOPIC) == (h0 & _KIND_AND_TOPIC)).all():
         return None
     keys = head >> _TOPIC_SHIFT
     streams = np.unique(keys)

@@ -235,8 +235,8 @@ def check_baseline(base: Runs, allow_degraded: bool) -> list[str]:
         problems = []
         if r.status != STATUS_OK or r.partial:
             problems.append(f"status {r.status}{' (partial)' if r.partial else ''}")
-        if r.summary.lost:
-            problems.append(f"{r.summary.lost:,} messages lost")
+        if r.summary.counters.lost:
+            problems.append(f"{r.summary.counters.lost:,} messages lost")
         if r.environment.get("injected_cost_ns"):
             problems.append(f"slowed on purpose (injected_cost_ns "
                             f"{r.environment['injected_cost_ns']})")
@@ -288,8 +288,9 @@ def evaluate(pairs: list[tuple[str, Runs, Runs]], limits: Limits
                 problems.append(f"{label}: NEW run {p} failed: {'; '.join(r.reasons) or '?'}")
             else:
                 good_new.append((p, r))
-                if r.summary.lost and not any(b.summary.lost for _, b in base):
-                    problems.append(f"{label}: NEW run {p} lost {r.summary.lost:,} messages")
+                lost = r.summary.counters.lost
+                if lost and not any(b.summary.counters.lost for _, b in base):
+                    problems.append(f"{label}: NEW run {p} lost {lost:,} messages")
         if not good_new or (len(good_new) < len(new)
                             and _min_p(len(base), len(good_new)) >= limits.alpha):
             continue  # the failed runs are the finding; too few good ones left to test

@@ -8,7 +8,8 @@ from typing import Any
 from msgbench.analysis.units import format_count, format_ns
 
 WORKLOAD_FIELDS = (
-    "target", "target_options", "pubs", "subs", "size", "rate", "topics", "batch", "sub_delay_s",
+    "target", "pattern", "target_options", "pubs", "subs", "size", "rate", "topics", "batch",
+    "sub_delay_s",
 )
 """Config fields that define a workload: runs that differ in one are not comparable."""
 
@@ -37,6 +38,8 @@ def variant(config: dict[str, Any]) -> str:
     defaults = _option_defaults(target)
     prefix = target.replace("-", "_") + "_"
     parts: list[str] = []
+    if config.get("pattern", "broadcast") != "broadcast":
+        parts.append(str(config["pattern"]))
     for key, value in sorted((config.get("target_options") or {}).items()):
         if value in (None, False, "") or (key in defaults and defaults[key] == value):
             continue

@@ -102,7 +102,7 @@ class Row:
             p99_ns=int(lat["p99"]) if lat.get("count") else None,
             p999_ns=int(lat["p999"]) if lat.get("count") else None,
             max_ns=int(lat["max"]) if lat.get("count") else None,
-            lost=s.lost,
+            lost=s.counters.lost,
             partial=r.partial,
         )
 

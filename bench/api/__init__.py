@@ -1,0 +1,40 @@
+"""All a target author imports: the target interface, its options and errors, and the
+registry that finds targets by name. See :mod:`msgbench.api.target` for the contract."""
+
+from msgbench.api.target import (
+    JSON,
+    PAYLOAD_FIRST_BYTE_MAX,
+    Availability,
+    Capability,
+    Client,
+    Endpoint,
+    Publisher,
+    Requester,
+    ServerProcess,
+    ServeSpec,
+    Service,
+    Sink,
+    Subscription,
+    Target,
+    TargetError,
+    TargetOption,
+)
+
+__all__ = [
+    "JSON",
+    "PAYLOAD_FIRST_BYTE_MAX",
+    "Availability",
+    "Capability",
+    "Client",
+    "Endpoint",
+    "Publisher",
+    "Requester",
+    "ServeSpec",
+    "ServerProcess",
+    "Service",
+    "Sink",
+    "Subscription",
+    "Target",
+    "TargetError",
+    "TargetOption",
+]

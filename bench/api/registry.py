@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from msgbench.api.target import Target, TargetError
+from msgbench.api.target import Target, TargetError, TargetOption
 
 ENTRY_POINT_GROUP = "msgbench.targets"
 
@@ -47,3 +47,26 @@ def load_target_class(name: str) -> type[Target]:
 def load_target(name: str) -> Target:
     """Instantiate the target registered as ``name`` (see :func:`load_target_class`)."""
     return load_target_class(name)()
+
+
+def all_options() -> dict[str, TargetOption]:
+    """Every option any loadable target declares, by flag.
+
+    Two targets may share a flag (``--redis-url``) only as the same kind of value with
+    the same choices, since ``msgbench run`` has one such option for all of them;
+    otherwise raises :class:`TargetError` naming both.
+    """
+    out: dict[str, tuple[str, TargetOption]] = {}
+    for name in target_names():
+        try:
+            cls = load_target_class(name)
+        except TargetError:
+            continue  # reported when it is asked for by name
+        for opt in cls.options:
+            seen = out.get(opt.flag)
+            if seen is None:
+                out[opt.flag] = (name, opt)
+            elif (seen[1].kind, seen[1].choices) != (opt.kind, opt.choices):
+                raise TargetError(f"targets {seen[0]!r} and {name!r} both declare {opt.flag} "
+                                  "with different kinds of value; one of them must rename it")
+    return {flag: opt for flag, (_, opt) in out.items()}

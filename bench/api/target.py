@@ -10,7 +10,22 @@ Two halves live in two kinds of process:
   design needs and yields an :class:`Endpoint`: JSON data the workers need to
   connect, the server processes whose cost is measured, and facts to record.
 * ``Target.client`` runs in each worker process, on its event loop, and builds
-  :class:`Publisher` and :class:`Subscription` objects.
+  :class:`Publisher` and :class:`Subscription` objects (and, for request/reply,
+  :class:`Requester` and responder subscriptions).
+
+Which patterns a target serves is :attr:`Target.capabilities`:
+
+* ``fanout``: ``subscribe(..., group=None)`` gets every message of its topics;
+* ``shared``: ``subscribe(..., group="g0")``: the subscriptions of one group share
+  the messages of their topics, each message to one member (competing consumers).
+  The target hands them over with :meth:`Sink.handle` and acknowledges a message
+  only once that returns; a message the design delivers again (after a crash, a
+  nack, a timeout) is handed over with ``redelivered=True``;
+* ``rpc``: :meth:`Client.requester` sends requests whose replies come back to the
+  requester's sink; :meth:`Client.responder` answers the requests of its topics
+  with what its :class:`Service` returns, to the return address of each request.
+  Correlation is the driver's business: the reply's bytes carry it, and the
+  target only routes a reply to the requester whose request it answers.
 """
 
 from __future__ import annotations
@@ -19,6 +34,7 @@ import abc
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar
 
 JSON = Any
@@ -27,6 +43,19 @@ JSON = Any
 
 class TargetError(Exception):
     """A target cannot run as configured; the message is one line for the user."""
+
+
+class Capability(StrEnum):
+    """A pattern a target can carry (see the module docstring)."""
+
+    FANOUT = "fanout"
+    SHARED = "shared"
+    RPC = "rpc"
+
+
+PAYLOAD_FIRST_BYTE_MAX = 0x7F
+"""Every payload the driver hands a target starts with a byte no greater than this, so a
+transport may tell a payload from its own framing by its first byte (and nothing else)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +144,15 @@ class Sink(abc.ABC):
         start = first + offset
         self.deliver([block[p : p + n] for p in range(start, start + count * stride, stride)])
 
+    async def handle(self, payloads: Sequence[bytes], redelivered: bool = False) -> None:
+        """Hand over messages of a shared group (competing consumers), in arrival order.
+
+        Returns once the driver has done the work they stand for (``--work``); a
+        target acknowledges them only then. ``redelivered`` says the design delivers
+        them again (after a crash, a nack, a timeout). The default delivers them.
+        """
+        self.deliver(payloads)
+
     @abc.abstractmethod
     def disconnected(self, reason: str) -> None:
         """The transport dropped this subscriber (server gone, output buffer limit ...)."""
@@ -156,6 +194,26 @@ class Subscription(abc.ABC):
         """Stop receiving and release resources."""
 
 
+class Requester(abc.ABC):
+    """Sends requests; their replies arrive at the sink it was opened with."""
+
+    @abc.abstractmethod
+    async def request(self, topic: str, payloads: Sequence[bytes]) -> None:
+        """Send ``payloads`` as requests on ``topic``, in order, each carrying this
+        requester's return address. Returns once handed to the transport."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the requester's resources."""
+
+
+class Service(abc.ABC):
+    """What a responder answers with. Implemented by the driver."""
+
+    @abc.abstractmethod
+    async def answer(self, requests: Sequence[bytes]) -> list[bytes]:
+        """The replies to ``requests``, one each, in order (after ``--work``)."""
+
+
 class Client(abc.ABC):
     """The worker-side half of a target: one per worker process."""
 
@@ -164,12 +222,25 @@ class Client(abc.ABC):
         """Open a publisher with the given id."""
 
     @abc.abstractmethod
-    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
+    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink,
+                        group: str | None = None) -> Subscription:
         """Subscribe to ``topics``; returns once the subscription is in place.
 
+        With ``group`` (a target with the ``shared`` capability), the group's
+        subscriptions share the messages: each to one member, via :meth:`Sink.handle`.
         "In place" means as far as the target can tell; the driver's probe
         phase covers designs (ZeroMQ) where a subscription propagates later.
         """
+
+    async def requester(self, req_id: int, sink: Sink) -> Requester:
+        """Open requester ``req_id``, whose replies go to ``sink`` (``rpc`` capability)."""
+        raise TargetError("this target does not do request/reply")
+
+    async def responder(self, resp_id: int, topics: Sequence[str],
+                        service: Service) -> Subscription:
+        """Answer the requests of ``topics`` with ``service``, sharing them with the other
+        responders of those topics (``rpc`` capability)."""
+        raise TargetError("this target does not do request/reply")
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release anything shared by this worker's clients."""
@@ -183,6 +254,8 @@ class Target(abc.ABC):
     colocated: ClassVar[bool] = False
     """True when publishers and subscribers must share one worker process."""
     options: ClassVar[tuple[TargetOption, ...]] = ()
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.FANOUT})
+    """The patterns this target carries (see the module docstring)."""
 
     def check(self) -> Availability:
         """Say whether this target can run here (servers installed, ...)."""

@@ -40,8 +40,10 @@ def summary_table(result: RunResult, path: str | None) -> Table:
     s = result.summary
     cfg = result.config
     rate = "max (closed loop)" if cfg["rate"] is None else f"{cfg['rate']:g}/s per publisher"
+    roles = {"tasks": ("producer", "worker"), "rpc": ("requester", "responder")}
+    pub, sub = roles.get(cfg.get("pattern", "broadcast"), ("pub", "sub"))
     title = (
-        f"msgbench {cfg['target']}: {cfg['pubs']} pub -> {cfg['subs']} sub, "
+        f"msgbench {cfg['target']}: {cfg['pubs']} {pub} -> {cfg['subs']} {sub}, "
         f"{cfg['size']} B, rate {rate}, {cfg['duration_s']:g} s"
     )
     t = Table(title=title, show_header=False, title_justify="left")
@@ -52,11 +54,14 @@ def summary_table(result: RunResult, path: str | None) -> Table:
     t.add_row("status", status)
     for reason in result.reasons:
         t.add_row("", f"[{style}]{reason}[/{style}]")
-    t.add_row("published", f"{s.published:,}")
-    t.add_row("expected / delivered", f"{s.expected:,} / {s.delivered:,}")
-    t.add_row("lost / duplicated / reordered", f"{s.lost:,} / {s.duplicated:,} / {s.reordered:,}")
+    n = s.counters
+    t.add_row("published", f"{n.published:,}")
+    t.add_row("expected / delivered", f"{n.expected:,} / {n.delivered:,}")
+    t.add_row("lost / duplicated / reordered", f"{n.lost:,} / {n.duplicated:,} / {n.reordered:,}")
+    if n.redelivered:
+        t.add_row("redelivered (at-least-once)", f"{n.redelivered:,}")
     if result.config.get("churn_period_s"):
-        t.add_row("  lost while away (churn)", f"{s.lost_during_churn:,}")
+        t.add_row("  lost while away (churn)", f"{n.lost_during_churn:,}")
     t.add_row("deliveries/s", f"{format_count(s.deliveries_per_s)}  ({s.mb_per_s:.1f} MB/s)")
     lat = s.latency_ns
     t.add_row(

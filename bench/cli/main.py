@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 
 from msgbench import __version__
-from msgbench.api.registry import load_target, load_target_class, target_names
+from msgbench.api.registry import all_options, load_target, target_names
 from msgbench.api.target import TargetError, TargetOption
 from msgbench.cli.console import ConsoleProgress, summary_table
 from msgbench.results.model import STATUS_FAILED, RunResult, write
@@ -31,6 +31,7 @@ from msgbench.workload.config import (
     parse_duration,
     parse_rate,
 )
+from msgbench.workload.topology import NEEDS
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -43,16 +44,12 @@ def _fail(message: str) -> None:
 
 
 def _target_options() -> dict[str, TargetOption]:
-    """Every option any registered target declares, by flag."""
-    out: dict[str, TargetOption] = {}
-    for name in target_names():
-        try:
-            cls = load_target_class(name)
-        except TargetError:
-            continue
-        for opt in cls.options:
-            out.setdefault(opt.flag, opt)
-    return out
+    """Every option any registered target declares, by flag (see ``all_options``)."""
+    try:
+        return all_options()
+    except TargetError as exc:
+        _fail(str(exc))
+        raise AssertionError("unreachable") from exc
 
 
 def _click_option(opt: TargetOption) -> click.Option:
@@ -158,6 +155,7 @@ def _build_config(params: dict[str, Any], extra: dict[str, TargetOption]) -> Run
     churn = parse_churn(params["churn"])
     return RunConfig(
         target=target_name,
+        pattern=params["pattern"],
         pubs=params["pubs"],
         subs=params["subs"],
         size=params["size"],
@@ -222,7 +220,7 @@ def _print_result(
     elif quiet:
         s = result.summary
         click.echo(
-            f"{result.status} delivered={s.delivered} lost={s.lost} "
+            f"{result.status} delivered={s.counters.delivered} lost={s.counters.lost} "
             f"deliveries_per_s={s.deliveries_per_s:.0f} p99_ns={s.latency_ns['p99']} "
             f"result={path}"
         )
@@ -238,8 +236,19 @@ def _make_run_command() -> click.Command:
             show_default=True,
             help="Design under test (see `msgbench targets`).",
         ),
-        click.Option(["--pubs", "-p"], type=int, default=1, show_default=True, help="Publishers."),
-        click.Option(["--subs", "-s"], type=int, default=1, show_default=True, help="Subscribers."),
+        click.Option(
+            ["--pattern"],
+            type=click.Choice(["broadcast", "tasks", "rpc"]),
+            default="broadcast",
+            show_default=True,
+            help="broadcast: every message to every subscriber of its topic; tasks: competing "
+            "consumers, each message to one subscriber of its topic's group; rpc: publishers "
+            "are requesters, subscribers answer them.",
+        ),
+        click.Option(["--pubs", "-p"], type=int, default=1, show_default=True,
+                     help="Publishers (producers, requesters)."),
+        click.Option(["--subs", "-s"], type=int, default=1, show_default=True,
+                     help="Subscribers (workers of a group, responders)."),
         click.Option(
             ["--size"],
             type=int,
@@ -343,5 +352,7 @@ def targets_cmd() -> None:
         state = "ready" if avail.ok else "missing"
         click.echo(f"{name:16} {state:8} {target.description}")
         click.echo(f"{'':16} {'':8} {avail.detail}")
+        carried = ", ".join(p.value for p, c in NEEDS.items() if c in target.capabilities)
+        click.echo(f"{'':16} {'':8} patterns: {carried}")
         for opt in target.options:
             click.echo(f"{'':16} {'':8} {opt.flag}: {opt.help}")

@@ -1,29 +1,66 @@
 """Fold worker reports into run totals, per-second series and the summary.
 
-Histograms are merged from their encoded form, count by count; throughput
-uses deliveries that arrived inside the measured window, latency uses every
-MEASURE message however late it arrived.
+Counters are added as one :class:`~msgbench.accounting.counters.Counters`;
+histograms are merged from their encoded form, count by count; throughput uses
+deliveries that arrived inside the measured window, latency uses every MEASURE
+message however late it arrived. What is owed comes from the run's
+:class:`~msgbench.workload.topology.Topology`; for a shared group the unique
+deliveries are the union of what its members received.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
+from msgbench.accounting.counters import Counters
 from msgbench.accounting.histogram import Histogram
+from msgbench.accounting.ranges import union
 from msgbench.results.model import SecondStats, Summary
-from msgbench.run.control import Done, PubDone, Report
 from msgbench.workload.config import RunConfig
+from msgbench.workload.topology import Accounting
+
+
+class Report(Protocol):
+    """What the aggregator reads of a worker's report (``msgbench.run.control.Report``)."""
+
+    @property
+    def second(self) -> int: ...
+    @property
+    def counters(self) -> Mapping[str, int]: ...
+    @property
+    def latency(self) -> str: ...
+    @property
+    def latency_raw(self) -> str: ...
+    @property
+    def publish_delay(self) -> str: ...
+    @property
+    def events(self) -> Sequence[str]: ...
+
+
+class PubDone(Protocol):
+    """What the aggregator reads of a worker's publisher totals."""
+
+    @property
+    def worker(self) -> int: ...
+    @property
+    def published(self) -> Sequence[Sequence[int]]: ...
+
+
+class Done(Protocol):
+    """What the aggregator reads of a worker's final totals."""
+
+    @property
+    def subscribers(self) -> Sequence[Mapping[str, Any]]: ...
+    @property
+    def received(self) -> Mapping[str, Any]: ...
 
 
 @dataclass
 class _Second:
-    published: int = 0
-    expected: int = 0
-    delivered: int = 0
-    gaps: int = 0
-    duplicated: int = 0
-    reordered: int = 0
+    counters: Counters = field(default_factory=Counters)
     latency: Histogram = field(default_factory=Histogram)
 
 
@@ -32,44 +69,31 @@ class Aggregator:
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
+        self.topology = config.topology()
         self.latency = Histogram()
         self.latency_raw = Histogram()
         self.publish_delay = Histogram()
         self.seconds: dict[int, _Second] = defaultdict(_Second)
-        self.totals: dict[str, int] = defaultdict(int)
+        self.totals = Counters()
         self.published_streams: dict[tuple[int, int], int] = {}
         self.pubdone_workers: set[int] = set()
-        self.subscribers: dict[int, dict[str, int]] = {}
+        self.subscribers: dict[int, dict[str, Any]] = {}
+        self.received: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        """Per shared group, its members' encoded received sets (from Done)."""
         self.events: list[str] = []
-        self.out_of_range = 0
 
     def add_report(self, r: Report) -> None:
         """Fold one worker report in."""
-        for k in (
-            "published",
-            "expected",
-            "delivered",
-            "received",
-            "delivered_in_window",
-            "gaps",
-            "duplicated",
-            "reordered",
-        ):
-            self.totals[k] += getattr(r, k)
-        self.out_of_range += r.out_of_range
+        c = Counters.from_json(r.counters)
+        self.totals = self.totals + c
         self.events.extend(r.events)
         lat = Histogram.decode(r.latency)
         self.latency.add(lat)
         self.latency_raw.add(Histogram.decode(r.latency_raw))
         self.publish_delay.add(Histogram.decode(r.publish_delay))
-        if r.second >= 0 and (r.delivered or r.published or r.gaps or r.expected):
+        if r.second >= 0 and (c.delivered or c.published or c.gaps or c.expected):
             s = self.seconds[r.second]
-            s.published += r.published
-            s.expected += r.expected
-            s.delivered += r.delivered
-            s.gaps += r.gaps
-            s.duplicated += r.duplicated
-            s.reordered += r.reordered
+            s.counters = s.counters + c
             s.latency.add(lat)
 
     def add_pubdone(self, m: PubDone) -> None:
@@ -79,19 +103,21 @@ class Aggregator:
             self.published_streams[(pub, topic)] = n
 
     def add_done(self, m: Done) -> None:
-        """Record the final per-subscriber totals of one worker."""
+        """Record the final per-subscriber totals and group sets of one worker."""
         for s in m.subscribers:
-            self.subscribers[s["sub"]] = s
+            self.subscribers[int(s["sub"])] = dict(s)
+        for sub, enc in m.received.items():
+            group = self.subscribers.get(int(sub), {}).get("group")
+            self.received[str(group)].append(enc)
 
     @property
     def delivered(self) -> int:
-        """Unique MEASURE deliveries reported so far."""
-        return self.totals["delivered"]
+        """MEASURE deliveries reported so far (for a shared group: new to their member)."""
+        return self.totals.delivered
 
     def expected(self) -> int:
-        """Deliveries owed: each message of a topic once to every subscriber of that topic."""
-        per_topic = self.config.subs_per_topic()
-        return sum(n * per_topic[t] for (_, t), n in self.published_streams.items())
+        """Deliveries owed for what the publishers said they sent (see ``Topology.owed``)."""
+        return self.topology.owed(self.published_streams)
 
     def second(self, k: int, backlog: int = 0, encode: bool = False) -> SecondStats | None:
         """The stats of measurement second ``k``, or None if nothing happened in it.
@@ -102,20 +128,12 @@ class Aggregator:
         if k not in self.seconds:
             return None
         s = self.seconds[k]
-        lat = s.latency
+        c, lat = s.counters, s.latency
         return SecondStats(
-            k,
-            s.published,
-            s.delivered,
-            s.gaps,
-            s.duplicated,
-            s.reordered,
-            lat.value_at(50.0),
-            lat.value_at(99.0),
+            k, c.published, c.delivered, c.gaps, c.duplicated, c.reordered,
+            lat.value_at(50.0), lat.value_at(99.0),
             int(lat.hdr.get_max_value()) if lat.count else 0,
-            expected=s.expected,
-            backlog=backlog,
-            histogram=lat.encode() if encode else "",
+            expected=c.expected, backlog=backlog, histogram=lat.encode() if encode else "",
         )
 
     def series(self) -> list[SecondStats]:
@@ -129,30 +147,41 @@ class Aggregator:
             s = self.seconds.get(k)
             if s is not None:
                 # gaps are messages that will never come: owed, but not waiting
-                owed += s.expected - s.delivered - s.gaps
+                owed += s.counters.expected - s.counters.delivered - s.counters.gaps
             out.append(self.second(k, max(0, owed), encode=True)
                        or SecondStats(k, 0, 0, 0, 0, 0, 0, 0, 0, backlog=max(0, owed)))
         return out
 
+    def final_counters(self) -> Counters:
+        """The run's counters: owed from what was published, unique deliveries (a shared
+        group's union), loss, and what only the subscribers' final totals know."""
+        subs = self.subscribers.values()
+        finals = Counters.total(Counters.from_json(s) for s in subs)
+        c = replace(
+            self.totals,
+            published=sum(self.published_streams.values()) or self.totals.published,
+            expected=self.expected(),
+            misrouted=finals.misrouted,
+            disconnected_subscribers=finals.disconnected_subscribers,
+            lost_during_churn=finals.lost_during_churn,
+        )
+        if self.topology.accounting is Accounting.PER_GROUP and self.received:
+            unique = sum(union(members).unique for members in self.received.values())
+            c = replace(c, delivered=unique, duplicated=self._group_deliveries() - unique)
+        c = c.with_loss()
+        return replace(c, lost_during_churn=min(c.lost, c.lost_during_churn))
+
+    def _group_deliveries(self) -> int:
+        """MEASURE deliveries to every member, repeats included (for the duplicates)."""
+        return sum(int(s.get("measured", 0)) for s in self.subscribers.values())
+
     def summary(self, cpu_s: float) -> Summary:
         """The headline figures; ``cpu_s`` is the CPU of all processes in the window."""
         cfg = self.config
-        published = sum(self.published_streams.values()) or self.totals["published"]
-        delivered = self.totals["delivered"]
-        expected = self.expected()
-        in_window = self.totals["delivered_in_window"]
+        in_window = self.totals.delivered_in_window
         rate = in_window / cfg.duration_s
-        subs = self.subscribers.values()
         return Summary(
-            published=published,
-            expected=expected,
-            delivered=delivered,
-            lost=max(0, expected - delivered),
-            duplicated=self.totals["duplicated"],
-            reordered=self.totals["reordered"],
-            gaps=self.totals["gaps"],
-            misrouted=sum(s.get("misrouted", 0) for s in subs),
-            disconnected_subscribers=sum(s.get("disconnected", 0) for s in subs),
+            counters=self.final_counters(),
             duration_s=cfg.duration_s,
             deliveries_per_s=rate,
             mb_per_s=rate * cfg.size / 1e6,
@@ -161,7 +190,4 @@ class Aggregator:
             latency_ns=self.latency.summary().to_json(),
             latency_uncorrected_ns=self.latency_raw.summary().to_json(),
             publish_delay_ns=self.publish_delay.summary().to_json(),
-            latency_out_of_range=self.out_of_range,
-            lost_during_churn=min(max(0, expected - delivered),
-                                  sum(s.get("lost_during_churn", 0) for s in subs)),
         )

@@ -2,7 +2,9 @@
 
 The file holds the configuration, the environment, counters, per-second
 series and the encoded histograms, so percentiles can be recomputed and runs
-merged later. :func:`load` refuses documents of another schema version.
+merged later. Older schema versions are read through
+:mod:`msgbench.results.schema`, which keeps the history of the format; keys this
+version does not know are tolerated (a newer msgbench may add some).
 """
 
 from __future__ import annotations
@@ -10,35 +12,24 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "msgbench.run"
-SCHEMA_VERSION = 1
+from msgbench.accounting.counters import Counters
+from msgbench.results.schema import SCHEMA, SCHEMA_VERSION, upgrade
+from msgbench.results.schema import ResultError as ResultError
 
 STATUS_OK = "ok"
 STATUS_DEGRADED = "degraded"
 STATUS_FAILED = "failed"
 
 
-class ResultError(Exception):
-    """A result file cannot be read; the message is one line for the user."""
-
-
 @dataclass(frozen=True)
 class Summary:
-    """The headline figures. Field names are part of the file format."""
+    """The headline figures. In the file, the counters' fields stand beside the others."""
 
-    published: int
-    expected: int
-    delivered: int
-    lost: int
-    duplicated: int
-    reordered: int
-    gaps: int
-    misrouted: int
-    disconnected_subscribers: int
+    counters: Counters
     duration_s: float
     deliveries_per_s: float
     mb_per_s: float
@@ -47,9 +38,18 @@ class Summary:
     latency_ns: dict[str, Any]
     latency_uncorrected_ns: dict[str, Any]
     publish_delay_ns: dict[str, Any]
-    latency_out_of_range: int
-    lost_during_churn: int = 0
-    """Part of ``lost`` that was published while its subscriber was away (``--churn``)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as written: counters flattened beside the figures."""
+        d = asdict(self)
+        del d["counters"]
+        return {**self.counters.to_json(), **d}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Summary:
+        """Inverse of :meth:`to_json`; keys of neither kind are ignored."""
+        own = {f.name for f in fields(cls)} - {"counters"}
+        return cls(counters=Counters.from_json(data), **{k: data[k] for k in own})
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class RunResult:
     processes: list[dict[str, Any]]
     series: list[SecondStats]
     histograms: dict[str, str]
-    subscribers: list[dict[str, int]]
+    subscribers: list[dict[str, Any]]
     target: dict[str, Any] = field(default_factory=dict)
     latency_mode: str = "open-loop"
     measure_started_at: str = ""
@@ -98,28 +98,27 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         """The document as a JSON-ready dict."""
-        return asdict(self)
+        d = asdict(self)
+        d["summary"] = self.summary.to_json()
+        return d
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunResult:
-        """Rebuild from :meth:`to_json` output; raises :class:`ResultError` on a bad document."""
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise ResultError("not a msgbench run result")
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ResultError(
-                f"result schema version {version} is not supported (this msgbench reads "
-                f"version {SCHEMA_VERSION})"
-            )
+        """Rebuild from a document of any known schema version (see
+        :mod:`msgbench.results.schema`); raises :class:`ResultError` on a bad document."""
+        d = upgrade(data)
         try:
-            d = dict(data)
             missing = [k for k in REQUIRED_CONFIG if k not in d["config"]]
             if missing:
                 raise ResultError(f"malformed result document: config lacks {', '.join(missing)}")
-            d["summary"] = Summary(**d["summary"])
-            d["series"] = [SecondStats(**s) for s in d["series"]]
+            known = {f.name for f in fields(cls)}
+            d = {k: v for k, v in d.items() if k in known}
+            d["summary"] = Summary.from_json(d["summary"])
+            names = {f.name for f in fields(SecondStats)}
+            d["series"] = [SecondStats(**{k: v for k, v in s.items() if k in names})
+                           for s in d["series"]]
             result = cls(**d)
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ResultError(f"malformed result document: {exc}") from exc
         _check_histograms(result)
         return result

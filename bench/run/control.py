@@ -2,7 +2,11 @@
 
 Messages are frozen dataclasses sent as one JSON document each, never
 pickled, behind the small :class:`Channel` interface so tests can fake it and
-another transport can replace the pipe.
+another transport can replace the pipe. Every document carries
+:data:`PROTOCOL_VERSION`; a document of another version, of an unknown type, or
+with a field its type does not have is refused loudly (:class:`ProtocolError`):
+this channel is meant to cross hosts one day, and a silently dropped field is a
+wrong number later.
 """
 
 from __future__ import annotations
@@ -28,11 +32,19 @@ class Probe:
 
 @dataclass(frozen=True)
 class ProbeStatus:
-    """Worker -> coordinator: which (subscriber, publisher) pairs are still unheard."""
+    """Worker -> coordinator: how far the probe got in this worker.
+
+    ``complete`` covers the scopes this worker decides alone (its fan-out
+    subscribers, its requesters); ``missing`` lists some of their unheard
+    ``[scope, publisher]`` pairs. ``heard`` lists, per shared group with members
+    here, the publishers its members here have heard: only the union over
+    workers says whether the group is complete.
+    """
 
     worker: int
     complete: bool
-    missing: list[list[int]] = field(default_factory=list)
+    missing: list[list[int | str]] = field(default_factory=list)
+    heard: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,18 +66,11 @@ class Report:
 
     worker: int
     second: int
-    published: int = 0
-    expected: int = 0
-    delivered: int = 0
-    received: int = 0
-    delivered_in_window: int = 0
-    gaps: int = 0
-    duplicated: int = 0
-    reordered: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    """A :class:`~msgbench.accounting.counters.Counters` delta, as JSON."""
     latency: str = ""
     latency_raw: str = ""
     publish_delay: str = ""
-    out_of_range: int = 0
     events: list[str] = field(default_factory=list)
 
 
@@ -79,10 +84,16 @@ class PubDone:
 
 @dataclass(frozen=True)
 class Done:
-    """Worker -> coordinator: final per-subscriber totals; the worker exits next."""
+    """Worker -> coordinator: final per-subscriber totals; the worker exits next.
+
+    ``received`` holds, per shared-group member here (by subscriber id), the
+    encoded set of sequence numbers it received
+    (:meth:`~msgbench.accounting.ranges.ReceivedSet.encode`).
+    """
 
     worker: int
-    subscribers: list[dict[str, int]]
+    subscribers: list[dict[str, int | str]]
+    received: dict[str, dict[str, dict[str, int | str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,23 +116,41 @@ _TYPES: dict[str, type[Any]] = {
 }
 
 
+PROTOCOL_VERSION = 2
+"""Version of the control messages; 1 was the unversioned protocol before delivery
+semantics (counters as one object, probe scopes, group sets)."""
+
+
 class ProtocolError(Exception):
     """A control message could not be decoded."""
 
 
 def dumps(msg: Message) -> bytes:
     """Encode a message as JSON bytes."""
-    return json.dumps({"type": type(msg).__name__, **asdict(msg)}, separators=(",", ":")).encode()
+    doc = {"v": PROTOCOL_VERSION, "type": type(msg).__name__, **asdict(msg)}
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def loads(data: bytes) -> Message:
-    """Decode bytes from :func:`dumps`; raises :class:`ProtocolError` on anything else."""
+    """Decode bytes from :func:`dumps`; raises :class:`ProtocolError` on anything else:
+    another protocol version, an unknown type, an unknown field or a missing one."""
     try:
         obj = json.loads(data)
-        cls = _TYPES[obj.pop("type")]
-        names = {f.name for f in fields(cls)}
-        msg: Message = cls(**{k: v for k, v in obj.items() if k in names})
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        if not isinstance(obj, dict):
+            raise ProtocolError("bad control message: not a JSON object")
+        version = obj.pop("v", None)
+        if version != PROTOCOL_VERSION:
+            raise ProtocolError(f"control protocol version {version!r}; this msgbench speaks "
+                                f"{PROTOCOL_VERSION}")
+        kind = obj.pop("type", None)
+        cls = _TYPES.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            raise ProtocolError(f"unknown control message type {kind!r}")
+        unknown = sorted(set(obj) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ProtocolError(f"control message {kind} has unknown fields: {', '.join(unknown)}")
+        msg: Message = cls(**obj)
+    except (ValueError, TypeError) as exc:
         raise ProtocolError(f"bad control message: {exc}") from exc
     return msg
 

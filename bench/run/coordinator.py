@@ -42,6 +42,7 @@ from msgbench.run.control import (
 from msgbench.run.plan import plan_workers
 from msgbench.run.pool import POLL_S, RunAborted, WorkerHandle, WorkerPool
 from msgbench.workload.config import RunConfig
+from msgbench.workload.topology import NEEDS, Accounting, Pattern
 
 SETUP_TIMEOUT_S = 20.0
 START_DELAY_S = 0.2
@@ -83,6 +84,12 @@ def _without_secrets(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "target_options": options}
 
 
+def _scope_text(scope: str) -> str:
+    """``s3`` -> ``subscriber 3``, ``g0`` -> ``group g0``, ``r1`` -> ``requester 1``."""
+    kind = {"s": "subscriber ", "g": "group g", "r": "requester "}.get(scope[:1], scope[:1])
+    return f"{kind}{scope[1:]}"
+
+
 class Coordinator:
     """Runs one configuration and returns its :class:`RunResult`."""
 
@@ -114,6 +121,11 @@ class Coordinator:
             raise TargetError(
                 f"target {self.config.target!r} cannot run here: {availability.detail}"
             )
+        pattern = Pattern(self.config.pattern)
+        if NEEDS[pattern] not in self.target.capabilities:
+            does = ", ".join(sorted(c.value for c in self.target.capabilities))
+            raise TargetError(f"target {self.config.target!r} does not carry the {pattern.value} "
+                              f"pattern (it does: {does})")
         self.target.validate(self.config.target_options)
         started = datetime.now(UTC).isoformat(timespec="seconds")
         self.meter.add("coordinator", os.getpid())
@@ -164,7 +176,7 @@ class Coordinator:
         self.progress.phase("probing")
         self.pool.broadcast(Probe())
         self._wait_until(
-            lambda: all(w.probe_complete for w in self.pool.workers),
+            lambda: all(w.probe_complete for w in self.pool.workers) and not self._group_unheard(),
             time.monotonic() + cfg.probe_timeout_s,
             self._probe_failure,
         )
@@ -213,7 +225,7 @@ class Coordinator:
             now = time.monotonic()
             # Any arrival counts as life: warm-up messages queued in front of the measured
             # ones are not silence.
-            received = self.agg.totals["received"]
+            received = self.agg.totals.received
             if received != last_count:
                 last_count = received
                 quiet_since = now
@@ -224,13 +236,25 @@ class Coordinator:
                 return
             self._pump(POLL_S)
 
+    def _group_unheard(self) -> list[tuple[str, int]]:
+        """(group, publisher) pairs no member of the group has heard, over every worker."""
+        topo = self.agg.topology
+        if topo.accounting is not Accounting.PER_GROUP:
+            return []
+        merged: dict[str, set[int]] = {}
+        for w in self.pool.workers:
+            for g, pubs in w.probe_heard.items():
+                merged.setdefault(g, set()).update(pubs)
+        return topo.probe_complete(merged)
+
     def _probe_failure(self) -> str:
-        missing = [(w, m) for w in self.pool.workers for m in w.probe_missing]
+        missing = [m for w in self.pool.workers for m in w.probe_missing]
+        missing += [[g, p] for g, p in self._group_unheard()]
         if not missing:
             return f"probe timed out after {self.config.probe_timeout_s:g} s"
         pairs = "; ".join(
-            f"subscriber {s} never heard publisher {p}"
-            for _, (s, p) in zip(range(5), (m for _, m in missing), strict=False)
+            f"{_scope_text(str(s))} never heard publisher {p}"
+            for _, (s, p) in zip(range(5), missing, strict=False)
         )
         more = f" (and {len(missing) - 5} more pairs)" if len(missing) > 5 else ""
         return f"probe timed out after {self.config.probe_timeout_s:g} s: {pairs}{more}"
@@ -238,7 +262,7 @@ class Coordinator:
     def _show_second(self, k: int) -> None:
         stats = self.agg.second(k)
         if stats is not None:
-            self.progress.second(stats, self.agg.totals["gaps"])
+            self.progress.second(stats, self.agg.totals.gaps)
 
     # -- workers ----------------------------------------------------------
     def _spawn(self) -> None:
@@ -274,6 +298,7 @@ class Coordinator:
         elif isinstance(msg, ProbeStatus):
             w.probe_complete = msg.complete
             w.probe_missing = msg.missing
+            w.probe_heard = msg.heard
         elif isinstance(msg, Ready):
             w.ready = True
         elif isinstance(msg, PubDone):
@@ -304,26 +329,7 @@ class Coordinator:
         costs = self.meter.costs()
         cpu_window = sum(c.cpu_s for c in costs)
         summary = self.agg.summary(cpu_window)
-        reasons = list(self.reasons)
-        if summary.lost:
-            churn = summary.lost_during_churn
-            detail = (
-                f" ({churn} while subscribers were away, {summary.lost - churn} while connected)"
-                if churn
-                else ""
-            )
-            reasons.append(f"{summary.lost} of {summary.expected} expected deliveries lost{detail}")
-        if summary.duplicated:
-            reasons.append(f"{summary.duplicated} deliveries duplicated")
-        if summary.reordered:
-            reasons.append(f"{summary.reordered} deliveries reordered")
-        if summary.misrouted:
-            reasons.append(f"{summary.misrouted} deliveries on a topic never subscribed to")
-        if summary.latency_out_of_range:
-            reasons.append(
-                f"{summary.latency_out_of_range} latency values outside the "
-                "histogram range (clamped)"
-            )
+        reasons = list(self.reasons) + self.agg.topology.defects(summary.counters)
         if self.failed:
             status = STATUS_FAILED
         elif reasons:

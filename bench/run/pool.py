@@ -41,7 +41,8 @@ class WorkerHandle:
     last_heard: float
     ready: bool = False
     probe_complete: bool = False
-    probe_missing: list[list[int]] = field(default_factory=list)
+    probe_missing: list[list[int | str]] = field(default_factory=list)
+    probe_heard: dict[str, list[int]] = field(default_factory=dict)
     pub_done: bool = False
     done: bool = False
     hung: bool = False

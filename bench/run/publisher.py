@@ -38,24 +38,29 @@ class PublisherRunner:
     """Stamps and sends one publisher's messages; topics take turns message by message."""
 
     def __init__(
-        self, pub_id: int, publisher: Publisher, config: RunConfig, buffers: Buffers
+        self, pub_id: int, publisher: Publisher, config: RunConfig, buffers: Buffers,
+        topics: tuple[int, ...] | None = None,
     ) -> None:
         self.pub_id = pub_id
         self.publisher = publisher
-        self.topics = config.topic_names()
+        names = config.topic_names()
+        self.topic_ids = topics if topics is not None else tuple(range(len(names)))
+        """The topics this publisher sends to, in turn (all, unless a requester's own)."""
+        self.topics = tuple(names[t] for t in self.topic_ids)
         self.rate = config.rate
         self.batch = config.effective_batch()
         self.size = config.size
         self.pad = padding(config.size)
-        self.seq = [0] * len(self.topics)
-        self.measured = [0] * len(self.topics)
+        self.seq = [0] * len(names)
+        self.measured = [0] * len(names)
+        """MEASURE messages sent, per topic id."""
         self.published_total = 0
         self._delay = buffers.publish_delay
 
     async def probe(self) -> None:
         """Send one PROBE message on every topic."""
         now = time.monotonic_ns()
-        for t, name in enumerate(self.topics):
+        for t, name in zip(self.topic_ids, self.topics, strict=True):
             await self.publisher.publish(name, [self._pack(_PROBE, t, now, now)])
 
     def _pack(self, kind: int, topic: int, intended: int, sent: int) -> bytes:
@@ -69,18 +74,18 @@ class PublisherRunner:
         ``i % topics``."""
         ntop = len(self.topics)
         n = len(intendeds)
-        for t in range(ntop):
-            mine = intendeds[(t - first) % ntop :: ntop] if ntop > 1 else intendeds
+        for i, t in enumerate(self.topic_ids):
+            mine = intendeds[(i - first) % ntop :: ntop] if ntop > 1 else intendeds
             if not len(mine):
                 continue
             seq = self.seq[t]
             self.seq[t] = seq + len(mine)
             if len(mine) >= PACK_VECTOR_MIN:
                 block = pack_block(kind, t, self.pub_id, seq, mine, now, self.size)
-                await self.publisher.publish_block(self.topics[t], block, len(mine), self.size)
+                await self.publisher.publish_block(self.topics[i], block, len(mine), self.size)
             else:
                 pack, pub, pad = HEADER.pack, self.pub_id, self.pad
-                await self.publisher.publish(self.topics[t], [
+                await self.publisher.publish(self.topics[i], [
                     pack(kind, t, pub, seq + k, x, now) + pad
                     for k, x in enumerate(mine.tolist())
                 ])

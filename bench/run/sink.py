@@ -13,6 +13,7 @@ from array import array
 from collections.abc import Sequence
 
 from msgbench.accounting.batch import VECTOR_MIN, headers, in_order
+from msgbench.accounting.counters import Counters
 from msgbench.accounting.sequence import SequenceTracker
 from msgbench.api.target import Sink
 from msgbench.workload.envelope import HEADER, HEADER_SIZE, Kind
@@ -31,7 +32,9 @@ class Buffers:
 
 
 class SubscriberSink(Sink):
-    """Accounts every payload one subscriber receives."""
+    """Accounts every payload one subscriber receives: a fan-out subscriber of ``topic``,
+    or (with ``publisher``) a requester receiving the replies to its own requests, which
+    form one stream ``(publisher, topic)``: anything else is misrouted."""
 
     def __init__(
         self,
@@ -41,9 +44,11 @@ class SubscriberSink(Sink):
         delay_s: float,
         record_raw: bool = True,
         inject_cost_ns: int = 0,
+        publisher: int | None = None,
     ) -> None:
         self.sub_id = sub_id
         self.topic = topic
+        self.publisher = publisher
         self.tracker = SequenceTracker()
         self.delivered = 0
         self.received = 0
@@ -98,7 +103,7 @@ class SubscriberSink(Sink):
         """The vectorised path (see :mod:`msgbench.accounting.batch`); False if it does not
         apply."""
         records = headers(block, first, count, stride, offset)
-        kind = in_order(records, self.tracker, self.topic)
+        kind = in_order(records, self.tracker, self.topic, self.publisher)
         if kind is None:
             return False
         delivered = 0
@@ -120,6 +125,7 @@ class SubscriberSink(Sink):
         lat = self._lat
         raw = self._raw
         my_topic = self.topic
+        only = self.publisher
         record_raw = self._record_raw
         delivered = 0
         for p in payloads:
@@ -127,7 +133,7 @@ class SubscriberSink(Sink):
             key = pub << 16 | topic
             if seq == nxt.get(key):
                 nxt[key] = seq + 1
-            elif topic != my_topic:
+            elif topic != my_topic or (only is not None and pub != only):
                 self.misrouted += 1
                 continue
             elif not observe(key, seq):
@@ -176,21 +182,24 @@ class SubscriberSink(Sink):
             self._noted.add(text)
             self.events.append(text)
 
-    def totals(self) -> dict[str, int]:
-        """Final counters for the Done message."""
+    def counters(self) -> Counters:
+        """What this subscriber counted so far."""
         t = self.tracker
-        return {
-            "sub": self.sub_id,
-            "topic": self.topic,
-            "delivered": self.delivered,
-            "delivered_in_window": self.delivered_in_window,
-            "duplicated": t.duplicated,
-            "reordered": t.reordered,
-            "gaps": t.lost_gaps,
-            "misrouted": self.misrouted,
-            "lost_during_churn": t.churn_lost,
-            "disconnected": int(self.disconnect_reason is not None),
-        }
+        return Counters(
+            delivered=self.delivered,
+            received=self.received,
+            delivered_in_window=self.delivered_in_window,
+            gaps=t.lost_gaps,
+            duplicated=t.duplicated,
+            reordered=t.reordered,
+            misrouted=self.misrouted,
+            lost_during_churn=t.churn_lost,
+            disconnected_subscribers=int(self.disconnect_reason is not None),
+        )
+
+    def totals(self) -> dict[str, int | str]:
+        """Final counters for the Done message: id, topic and :meth:`counters`."""
+        return {"sub": self.sub_id, "topic": self.topic, **self.counters().to_json()}
 
 
 def _spin_ns(ns: int) -> None:

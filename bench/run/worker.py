@@ -15,13 +15,15 @@ import json
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from msgbench.accounting.counters import Counters
 from msgbench.accounting.histogram import Histogram
 from msgbench.api.registry import load_target
-from msgbench.api.target import Client, Subscription
+from msgbench.api.target import Client, Publisher, Requester, Subscription
 from msgbench.run.churn import away_windows, churn
 from msgbench.run.control import (
     Channel,
@@ -38,8 +40,10 @@ from msgbench.run.control import (
     Stop,
 )
 from msgbench.run.publisher import PublisherRunner
+from msgbench.run.shared import Answerer, GroupSink
 from msgbench.run.sink import Buffers, SubscriberSink
 from msgbench.workload.config import RunConfig
+from msgbench.workload.topology import Pattern, requester_scope, subscriber_scope
 
 REPORT_INTERVAL_S = 1.0
 FLUSH_INTERVAL_S = 0.1
@@ -103,8 +107,10 @@ class Worker:
         self.spec = spec
         self.chan = chan
         self.config = RunConfig.from_json(spec.config)
+        self.topology = self.config.topology()
         self.buffers = Buffers()
-        self.sinks: list[SubscriberSink] = []
+        self.sinks: list[SubscriberSink | GroupSink] = []
+        self.answerers: list[Answerer] = []
         self.subscriptions: list[Subscription] = []
         self.runners: list[PublisherRunner] = []
         self.client: Client | None = None
@@ -113,7 +119,7 @@ class Worker:
         self.measure_start_ns = 0
         self.measure_end_ns = 1 << 62
         self.interval = [Histogram(), Histogram(), Histogram()]
-        self._last: dict[str, int] = {}
+        self._last = Counters()
         self._events_sent = 0
 
     # -- control ---------------------------------------------------------
@@ -129,24 +135,16 @@ class Worker:
         """Build clients, report Ready, then serve control messages until Stop."""
         loop = asyncio.get_running_loop()
         loop.add_reader(self.chan.fileno(), self._on_readable)
+        # The loop made the pipe non-blocking; a report or Done larger than the pipe's buffer
+        # (thousands of subscribers) would then fail half-written. Sends may block instead:
+        # the coordinator reads all the time.
+        os.set_blocking(self.chan.fileno(), True)
         target = load_target(self.config.target)
         self.client = target.client(self.spec.endpoint, self.config.target_options)
-        topics = self.config.topic_names()
-        for sid in self.spec.subs:
-            t = self.config.sub_topic(sid)
-            sink = SubscriberSink(
-                sid,
-                t,
-                self.buffers,
-                self.config.sub_delay_s,
-                record_raw=self.config.rate is not None,
-                inject_cost_ns=_injected_cost_ns(),
-            )
-            self.sinks.append(sink)
-            self.subscriptions.append(await self.client.subscribe(sid, [topics[t]], sink))
-        for pid in self.spec.pubs:
-            pub = await self.client.publisher(pid)
-            self.runners.append(PublisherRunner(pid, pub, self.config, self.buffers))
+        if self.topology.pattern is Pattern.RPC:
+            await self._build_rpc(self.client)
+        else:
+            await self._build_pubsub(self.client)
         self.chan.send(Ready(self.spec.worker, len(self.sinks)))
         while True:
             msg = await self.inbox.get()
@@ -159,6 +157,40 @@ class Worker:
             elif isinstance(msg, Stop):
                 await self._stop()
                 return
+
+    async def _build_pubsub(self, client: Client) -> None:
+        topics = self.config.topic_names()
+        record_raw = self.config.rate is not None
+        for sid in self.spec.subs:
+            where = self.topology.listener(sid)
+            sink: SubscriberSink | GroupSink
+            if where.group is None:
+                sink = SubscriberSink(sid, where.topic, self.buffers, self.config.sub_delay_s,
+                                      record_raw=record_raw, inject_cost_ns=_injected_cost_ns())
+            else:
+                sink = GroupSink(sid, where.topic, where.group, self.buffers, record_raw)
+            self.sinks.append(sink)
+            self.subscriptions.append(
+                await client.subscribe(sid, [topics[where.topic]], sink, group=where.group))
+        for pid in self.spec.pubs:
+            pub = await client.publisher(pid)
+            self.runners.append(PublisherRunner(pid, pub, self.config, self.buffers))
+
+    async def _build_rpc(self, client: Client) -> None:
+        topics = self.config.topic_names()
+        for sid in self.spec.subs:
+            answerer = Answerer(sid)
+            self.answerers.append(answerer)
+            topic = self.topology.listener(sid).topic
+            self.subscriptions.append(await client.responder(sid, [topics[topic]], answerer))
+        for pid in self.spec.pubs:
+            topic = pid % self.config.topics
+            sink = SubscriberSink(pid, topic, self.buffers, 0.0,
+                                  record_raw=self.config.rate is not None, publisher=pid)
+            self.sinks.append(sink)
+            requester = await client.requester(pid, sink)
+            self.runners.append(PublisherRunner(pid, _Requests(requester), self.config,
+                                                self.buffers, topics=(topic,)))
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -174,21 +206,30 @@ class Worker:
 
     # -- phases -----------------------------------------------------------
     async def _probe(self) -> None:
-        n_pubs = self.config.pubs
         next_status = 0.0
         while True:
             for r in self.runners:
                 await r.probe()
             now = time.monotonic()
             if now >= next_status:
-                missing = [
-                    [s.sub_id, p] for s in self.sinks for p in range(n_pubs) if p not in s.heard
-                ]
-                self.chan.send(
-                    ProbeStatus(self.spec.worker, not missing, missing[:MAX_MISSING_LISTED])
-                )
+                self.chan.send(self._probe_status())
                 next_status = now + PROBE_STATUS_INTERVAL_S
             await asyncio.sleep(PROBE_INTERVAL_S)
+
+    def _probe_status(self) -> ProbeStatus:
+        """Local scopes decided here; shared groups' heard publishers for the coordinator."""
+        missing: list[list[int | str]] = []
+        heard: dict[str, set[int]] = {}
+        topo = self.topology
+        for s in self.sinks:
+            if isinstance(s, GroupSink):
+                heard.setdefault(s.group, set()).update(s.heard)
+                continue
+            scope = (requester_scope(s.sub_id) if topo.pattern is Pattern.RPC
+                     else subscriber_scope(s.sub_id))
+            missing += [[scope, p] for p in topo.probe_sources(scope) if p not in s.heard]
+        return ProbeStatus(self.spec.worker, not missing, missing[:MAX_MISSING_LISTED],
+                           {g: sorted(h) for g, h in heard.items()})
 
     def _start(self, msg: Start) -> None:
         for t in self.tasks:
@@ -209,6 +250,8 @@ class Worker:
         assert self.client is not None
         topics = self.config.topic_names()
         for slot, sink in enumerate(self.sinks):
+            if not isinstance(sink, SubscriberSink):
+                continue  # churn is a fan-out subscriber's absence
             windows = away_windows(
                 sink.sub_id,
                 self.config.subs,
@@ -266,20 +309,13 @@ class Worker:
         self.interval = [Histogram(), Histogram(), Histogram()]
         if self.config.rate is None:
             hists[1] = hists[0]  # closed loop: uncorrected == corrected, see SubscriberSink
-        per_topic = self.config.subs_per_topic()
-        totals = {
-            "published": sum(sum(r.measured) for r in self.runners),
-            "expected": sum(
-                n * per_topic[t] for r in self.runners for t, n in enumerate(r.measured)
-            ),
-            "delivered": sum(s.delivered for s in self.sinks),
-            "received": sum(s.received for s in self.sinks),
-            "delivered_in_window": sum(s.delivered_in_window for s in self.sinks),
-            "gaps": sum(s.tracker.lost_gaps for s in self.sinks),
-            "duplicated": sum(s.tracker.duplicated for s in self.sinks),
-            "reordered": sum(s.tracker.reordered for s in self.sinks),
-        }
-        deltas = {k: v - self._last.get(k, 0) for k, v in totals.items()}
+        published = {(r.pub_id, t): n for r in self.runners for t, n in enumerate(r.measured)}
+        totals = Counters.total(s.counters() for s in self.sinks) + Counters(
+            published=sum(published.values()),
+            expected=self.topology.owed(published),
+            latency_out_of_range=sum(h.out_of_range for h in {id(h): h for h in hists}.values()),
+        )
+        deltas = totals - self._last
         self._last = totals
         events = [e for s in self.sinks for e in s.events]
         new_events = events[self._events_sent :]
@@ -292,10 +328,8 @@ class Worker:
                 latency=hists[0].encode(),
                 latency_raw=hists[1].encode(),
                 publish_delay=hists[2].encode(),
-                # hists[1] may be hists[0] itself (closed loop): count each histogram once
-                out_of_range=sum(h.out_of_range for h in {id(h): h for h in hists}.values()),
                 events=new_events,
-                **deltas,
+                counters=deltas.to_json(),
             )
         )
 
@@ -304,7 +338,11 @@ class Worker:
             t.cancel()
         self.tasks.clear()
         self._report(time.monotonic_ns())
-        self.chan.send(Done(self.spec.worker, [s.totals() for s in self.sinks]))
+        received = {str(s.sub_id): s.received_set.encode() for s in self.sinks
+                    if isinstance(s, GroupSink)}
+        self.chan.send(Done(self.spec.worker,
+                            [*(s.totals() for s in self.sinks),
+                             *(a.totals() for a in self.answerers)], received))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._close_all(), CLOSE_TIMEOUT_S)
 
@@ -315,6 +353,21 @@ class Worker:
             await r.publisher.close()
         if self.client is not None:
             await self.client.close()
+
+
+class _Requests(Publisher):
+    """A requester seen as a publisher: the send loop paces requests like messages."""
+
+    def __init__(self, requester: Requester) -> None:
+        self.requester = requester
+
+    async def publish(self, topic: str, payloads: Sequence[bytes]) -> None:
+        """Send ``payloads`` as requests (see :class:`Publisher`)."""
+        await self.requester.request(topic, payloads)
+
+    async def close(self) -> None:
+        """Close the requester."""
+        await self.requester.close()
 
 
 def _injected_cost_ns() -> int:

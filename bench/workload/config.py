@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from msgbench.workload.envelope import HEADER_SIZE
+from msgbench.workload.envelope import HEADER_SIZE, REPLY_SIZE
+from msgbench.workload.topology import Pattern, Topology
 
 DEFAULT_DURATION_S = 10.0
 DEFAULT_WARMUP_S = 2.0
@@ -74,6 +75,8 @@ class RunConfig:
     """Everything that defines a run; recorded verbatim in the result."""
 
     target: str = "inproc"
+    pattern: str = Pattern.BROADCAST.value
+    """``broadcast``, ``tasks`` or ``rpc`` (see :class:`~msgbench.workload.topology.Pattern`)."""
     pubs: int = 1
     subs: int = 1
     size: int = DEFAULT_SIZE
@@ -95,6 +98,9 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` when the run cannot make sense."""
+        if self.pattern not in tuple(Pattern):
+            raise ConfigError(f"unknown --pattern {self.pattern!r}: use "
+                              + ", ".join(p.value for p in Pattern))
         if self.pubs < 1:
             raise ConfigError("--pubs must be at least 1")
         if self.subs < 1:
@@ -111,6 +117,9 @@ class RunConfig:
             raise ConfigError("--duration must be longer than zero")
         if self.warmup_s < 0:
             raise ConfigError("--warmup cannot be negative")
+        if self.pattern == Pattern.RPC and self.size < REPLY_SIZE:
+            raise ConfigError(f"--size {self.size} B cannot hold a reply: request/reply needs "
+                              f"at least {REPLY_SIZE} B")
         if not 1 <= self.topics <= min(self.subs, MAX_TOPICS):
             raise ConfigError(
                 f"--topics must be between 1 and the number of subscribers ({self.subs})"
@@ -128,16 +137,9 @@ class RunConfig:
         """The topic (channel) names, ``t0`` .. ``t<n-1>``."""
         return tuple(f"t{i}" for i in range(self.topics))
 
-    def sub_topic(self, sub_id: int) -> int:
-        """The topic index subscriber ``sub_id`` listens to: subscribers spread round-robin."""
-        return sub_id % self.topics
-
-    def subs_per_topic(self) -> list[int]:
-        """How many subscribers listen to each topic."""
-        counts = [0] * self.topics
-        for s in range(self.subs):
-            counts[self.sub_topic(s)] += 1
-        return counts
+    def topology(self) -> Topology:
+        """Who listens to what and what is owed (see :mod:`msgbench.workload.topology`)."""
+        return Topology(Pattern(self.pattern), self.pubs, self.subs, self.topics)
 
     def effective_batch(self) -> int:
         """Messages per publish call: the user's ``--batch`` or a default for the rate."""
@@ -153,7 +155,8 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunConfig:
-        """Rebuild a config from :meth:`to_json` output."""
+        """Rebuild a config from :meth:`to_json` output (one written before ``pattern``
+        existed is a broadcast)."""
         return cls(**dict(data))
 
 

@@ -1,4 +1,4 @@
-"""The fixed header the driver puts at the start of every payload.
+"""The fixed header the driver puts at the start of every payload: its one home.
 
 Layout (little endian, 32 bytes)::
 
@@ -7,6 +7,16 @@ Layout (little endian, 32 bytes)::
 ``intended_ns`` is when the open-loop schedule meant the message to leave;
 ``sent_ns`` is when it actually did. Both are ``time.monotonic_ns()`` values,
 which on Linux share one clock across all processes of a host.
+
+A reply (request/reply) is the request's header (same kind, topic, publisher =
+the requester, seq = the request's: the correlation id, intended and sent times)
+with :data:`REPLY_FLAG` set in the reserved byte, followed by the responder's
+extension (24 bytes)::
+
+    responder u32 | reserved u32 | received_ns u64 | replied_ns u64
+
+Nothing outside this module knows these offsets: :mod:`msgbench.accounting.batch`
+takes its dtype and masks from here, and targets never read a payload.
 """
 
 from __future__ import annotations
@@ -21,6 +31,20 @@ import numpy.typing as npt
 
 HEADER = struct.Struct("<BxHIQQQ")
 HEADER_SIZE = HEADER.size
+REPLY_EXT = struct.Struct("<I4xQQ")
+REPLY_SIZE = HEADER_SIZE + REPLY_EXT.size
+"""Smallest payload that carries a reply: header plus the responder's extension."""
+REPLY_FLAG = 0x01
+"""Bit of the header's reserved byte (offset 1) that marks a reply."""
+
+KIND_MASK = 0xFF
+TOPIC_SHIFT = 16
+TOPIC_MASK = 0xFFFF
+PUB_SHIFT = 32
+KIND_AND_TOPIC = 0xFFFF00FF
+"""The header's first 8 bytes read as one little-endian integer (field ``head`` of
+:func:`header_dtype`): kind in bits 0-7, the reserved byte, the topic in bits 16-31 and the
+publisher above; ``head >> TOPIC_SHIFT`` is the stream key ``publisher << 16 | topic``."""
 
 
 class Kind(IntEnum):
@@ -92,8 +116,42 @@ def pack_block(kind: int, topic: int, publisher: int, first_seq: int,
     gives.
     """
     records = np.zeros(len(intended), header_dtype(size, 0))
-    records["head"] = kind | topic << 16 | publisher << 32
+    records["head"] = kind | topic << TOPIC_SHIFT | publisher << PUB_SHIFT
     records["seq"] = np.arange(first_seq, first_seq + len(intended), dtype=np.int64)
     records["intended"] = intended
     records["sent"] = sent
     return records.tobytes()
+
+
+def stream_key(publisher: int, topic: int) -> int:
+    """The key accounting uses for one publisher's stream on one topic."""
+    return publisher << TOPIC_SHIFT | topic
+
+
+@dataclass(frozen=True)
+class ReplyStamp:
+    """What a responder adds to a reply: who answered, and when it got and answered it."""
+
+    responder: int
+    received_ns: int
+    replied_ns: int
+
+
+def make_reply(request: bytes, stamp: ReplyStamp) -> bytes:
+    """The reply to ``request``: its header flagged as a reply, then ``stamp``, padded to
+    the request's length (or to :data:`REPLY_SIZE`, whichever is longer)."""
+    head = request[:1] + bytes([request[1] | REPLY_FLAG]) + request[2:HEADER_SIZE]
+    ext = REPLY_EXT.pack(stamp.responder, stamp.received_ns, stamp.replied_ns)
+    pad = max(0, len(request) - REPLY_SIZE)
+    return head + ext + bytes(pad)
+
+
+def read_reply(payload: bytes) -> tuple[Envelope, ReplyStamp]:
+    """Decode a reply; raises ValueError when it is too short or not a reply."""
+    if len(payload) < REPLY_SIZE:
+        raise ValueError(f"reply of {len(payload)} B is shorter than {REPLY_SIZE} B")
+    env = decode(payload)
+    if not payload[1] & REPLY_FLAG:
+        raise ValueError("payload is not a reply")
+    responder, received, replied = REPLY_EXT.unpack_from(payload, HEADER_SIZE)
+    return env, ReplyStamp(responder, received, replied)

@@ -174,7 +174,8 @@ class FastClient(Client):
         verb = self.pub_verb
         return await PipelinedPublisher.open(self.slots, lambda t: command_head(verb, t))
 
-    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
+    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink,
+                        group: str | None = None) -> Subscription:
         """Subscribe on each node serving one of ``topics``; returns once Redis confirmed."""
         sub = _FastSubscription(sink)
         try:

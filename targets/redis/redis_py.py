@@ -117,7 +117,8 @@ class PyClient(Client):
             await r.ping()  # fail now, not at the first publish
         return _PyPublisher(clients, self.slots, self.sharded)
 
-    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
+    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink,
+                        group: str | None = None) -> Subscription:
         """A ``PubSub`` per node serving one of ``topics``."""
         sub = _PySubscription(sink)
         try:

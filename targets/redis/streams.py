@@ -218,11 +218,12 @@ class StreamsClient(Client):
         return _KeyedPublisher(await PipelinedPublisher.open(
             self.slots, lambda t: command_head("XADD", t, "MAXLEN", "~", maxlen, "*", FIELD)))
 
-    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
+    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink,
+                        group: str | None = None) -> Subscription:
         """Start reading; a first subscription starts at the streams' current end."""
         topics = [stream_key(t) for t in topics]
         cursor = self.cursors.get(sub_id)
-        group = _Group()
+        parts = _Group()
         by_node: dict[int, list[str]] = {}
         for t in topics:
             by_node.setdefault(self.slots.node_for(t), []).append(t)
@@ -235,12 +236,12 @@ class StreamsClient(Client):
                 except BaseException:
                     conn.close()
                     raise
-                group.parts.append(_StreamSubscription(
+                parts.parts.append(_StreamSubscription(
                     conn, sink, keys, self.cursors[sub_id], self.maxlen))
         except BaseException:
-            await group.close()
+            await parts.close()
             raise
-        return group
+        return parts
 
     async def _start_cursor(self, sub_id: int, conn: RespConnection, keys: list[str]) -> None:
         """A first subscription starts after the newest entry, knowing how many came before."""

@@ -249,7 +249,8 @@ class WsClient(Client):
         i = server_for_pub(pub_id, len(self.urls), self.placement)
         return _WsPublisher(self.urls[i], i)
 
-    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
+    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink,
+                        group: str | None = None) -> Subscription:
         """Join each topic's room; returns once the server confirmed every join."""
         i = server_for_sub(sub_id, len(self.urls), self.placement)
 

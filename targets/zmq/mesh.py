@@ -295,7 +295,8 @@ class _ZmqClient(Client):
             raise TargetError(f"publisher {pub_id} cannot use {addr}: {exc}") from None
         return _Publisher(sock, proxy, nodrop)
 
-    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
+    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink,
+                        group: str | None = None) -> Subscription:
         """Subscribe first, then connect to every publisher (or the forwarder); see module doc."""
         sock = self._socket(zmq.SUB)
         prefixes = [topic_prefix(t) for t in topics]

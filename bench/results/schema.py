@@ -1,0 +1,75 @@
+"""The result file's format over time, and loaders that bring old files up to date.
+
+Every document names its schema (:data:`SCHEMA`) and version. :data:`HISTORY`
+says what each version changed and when; :func:`upgrade` turns a document of
+any listed version into the current one, step by step, so files published by
+an older msgbench keep rendering, comparing and gating. A document from a newer
+msgbench than this one is refused with a line that says so.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA = "msgbench.run"
+SCHEMA_VERSION = 2
+
+
+class ResultError(Exception):
+    """A result file cannot be read; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One version of the format: when it came and what it changed."""
+
+    version: int
+    date: str
+    what: str
+
+
+HISTORY = (
+    Change(1, "2026-11-24", "First format: config, environment, status and reasons, summary, "
+           "per-process costs, per-second series, encoded HdrHistograms, per-subscriber "
+           "totals."),
+    Change(2, "2026-12-02", "Delivery semantics: config.pattern (broadcast, tasks, rpc); the "
+           "summary's counters are one set (Counters), adding redelivered; per-subscriber "
+           "records carry the same counters (disconnected -> disconnected_subscribers) and, for "
+           "a shared group, the group; unknown keys are tolerated everywhere."),
+)
+
+
+def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
+    doc["config"].setdefault("pattern", "broadcast")
+    for s in doc.get("subscribers") or []:
+        if isinstance(s, dict) and "disconnected" in s:
+            s["disconnected_subscribers"] = s.pop("disconnected")
+    doc["schema_version"] = 2
+    return doc
+
+
+_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+"""``_STEPS[v]`` turns a version ``v`` document into version ``v + 1``."""
+
+
+def upgrade(data: Any) -> dict[str, Any]:
+    """A copy of ``data`` in the current version; raises :class:`ResultError` when it is not
+    a msgbench result or its version is unknown (for instance newer than this msgbench)."""
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ResultError("not a msgbench run result")
+    version = data.get("schema_version")
+    known = [c.version for c in HISTORY]
+    if not isinstance(version, int) or isinstance(version, bool) or version not in known:
+        newer = isinstance(version, int) and version > SCHEMA_VERSION
+        hint = "; it was written by a newer msgbench" if newer else ""
+        raise ResultError(f"result schema version {version!r} is not supported (this msgbench "
+                          f"reads versions {known[0]} to {SCHEMA_VERSION}{hint})")
+    doc = copy.deepcopy(data)
+    if not isinstance(doc.get("config"), dict):
+        raise ResultError("malformed result document: config is not an object")
+    while doc["schema_version"] < SCHEMA_VERSION:
+        doc = _STEPS[doc["schema_version"]](doc)
+    return doc

@@ -1,0 +1,57 @@
+"""Every target through every pattern it declares, against its real servers.
+
+A target that declares a capability must carry that pattern exactly: everything
+owed delivered once, nothing lost, duplicated or misrouted, at a moderate rate.
+A pattern it does not declare is one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from msgbench.api import Capability
+from msgbench.api.registry import load_target, target_names
+
+PATTERN = {Capability.FANOUT: "broadcast", Capability.SHARED: "tasks", Capability.RPC: "rpc"}
+SHORT = ["--duration", "800ms", "--warmup", "200ms", "--drain-timeout", "1s", "--rate", "2k",
+         "--json", "--quiet"]
+SHAPE = {"broadcast": ["--pubs", "2", "--subs", "3"], "tasks": ["--pubs", "2", "--subs", "3"],
+         "rpc": ["--pubs", "2", "--subs", "2", "--size", "64"]}
+
+
+def _cases() -> list[Any]:
+    out = []
+    for name in target_names():
+        target = load_target(name)
+        ready = target.check().ok
+        for cap in Capability:
+            marks = [] if ready else [pytest.mark.skip(reason=target.check().detail)]
+            out.append(pytest.param(name, cap, cap in target.capabilities, marks=marks,
+                                    id=f"{name}-{PATTERN[cap]}"))
+    return out
+
+
+@pytest.mark.parametrize(("name", "cap", "declared"), _cases())
+def test_target_carries_what_it_declares(run_cli: Any, name: str, cap: Capability,
+                                         declared: bool) -> None:
+    pattern = PATTERN[cap]
+    r = run_cli("run", "-t", name, "--pattern", pattern, *SHAPE[pattern], *SHORT)
+    if not declared:
+        assert r.returncode == 2, r.stderr
+        assert "does not carry the" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        return
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    s = doc["summary"]
+    assert doc["config"]["pattern"] == pattern
+    assert doc["status"] == "ok", doc["reasons"]
+    assert s["expected"] > 0 and s["delivered"] == s["expected"], s
+    assert s["lost"] == s["duplicated"] == s["misrouted"] == 0
+    if pattern == "broadcast":
+        assert s["expected"] == s["published"] * 3
+    else:
+        assert s["expected"] == s["published"]
+    assert s["latency_ns"]["count"] >= s["delivered"]
