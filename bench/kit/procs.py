@@ -79,10 +79,12 @@ def wait_for_port(
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM, wait up to ``timeout_s``, then SIGKILL. Safe on an already dead process."""
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL. Safe on an already dead process,
+    and prompt on a stopped one (SIGSTOP): it is continued so it can act on the SIGTERM."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
+            proc.send_signal(signal.SIGCONT)
         try:
             proc.wait(timeout_s)
         except subprocess.TimeoutExpired:

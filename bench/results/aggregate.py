@@ -27,6 +27,8 @@ class Report(Protocol):
     """What the aggregator reads of a worker's report (``msgbench.run.control.Report``)."""
 
     @property
+    def worker(self) -> int: ...
+    @property
     def second(self) -> int: ...
     @property
     def counters(self) -> Mapping[str, int]: ...
@@ -38,6 +40,11 @@ class Report(Protocol):
     def publish_delay(self) -> str: ...
     @property
     def events(self) -> Sequence[str]: ...
+
+
+class _Worker(Protocol):
+    @property
+    def worker(self) -> int: ...
 
 
 class PubDone(Protocol):
@@ -75,6 +82,9 @@ class Aggregator:
         self.publish_delay = Histogram()
         self.seconds: dict[int, _Second] = defaultdict(_Second)
         self.totals = Counters()
+        self.worker_totals: dict[int, Counters] = {}
+        """Each worker's reported counters so far: what a publisher that never finished
+        (killed, Ctrl-C) had sent, up to its last report."""
         self.published_streams: dict[tuple[int, int], int] = {}
         self.pubdone_workers: set[int] = set()
         self.subscribers: dict[int, dict[str, Any]] = {}
@@ -86,6 +96,7 @@ class Aggregator:
         """Fold one worker report in."""
         c = Counters.from_json(r.counters)
         self.totals = self.totals + c
+        self.worker_totals[r.worker] = self.worker_totals.get(r.worker, Counters()) + c
         self.events.extend(r.events)
         lat = Histogram.decode(r.latency)
         self.latency.add(lat)
@@ -116,8 +127,15 @@ class Aggregator:
         return self.totals.delivered
 
     def expected(self) -> int:
-        """Deliveries owed for what the publishers said they sent (see ``Topology.owed``)."""
-        return self.topology.owed(self.published_streams)
+        """Deliveries owed for what the publishers said they sent (see ``Topology.owed``);
+        for a publisher worker that never said (it died, the run was interrupted), what its
+        reports owed."""
+        return (self.topology.owed(self.published_streams)
+                + sum(c.expected for c in self._unfinished()))
+
+    def _unfinished(self) -> list[Counters]:
+        return [c for w, c in self.worker_totals.items()
+                if c.published and w not in self.pubdone_workers]
 
     def second(self, k: int, backlog: int = 0, encode: bool = False) -> SecondStats | None:
         """The stats of measurement second ``k``, or None if nothing happened in it.
@@ -159,7 +177,8 @@ class Aggregator:
         finals = Counters.total(Counters.from_json(s) for s in subs)
         c = replace(
             self.totals,
-            published=sum(self.published_streams.values()) or self.totals.published,
+            published=(sum(self.published_streams.values())
+                       + sum(c.published for c in self._unfinished())),
             expected=self.expected(),
             misrouted=finals.misrouted,
             disconnected_subscribers=finals.disconnected_subscribers,
@@ -175,14 +194,16 @@ class Aggregator:
         """MEASURE deliveries to every member, repeats included (for the duplicates)."""
         return sum(int(s.get("measured", 0)) for s in self.subscribers.values())
 
-    def summary(self, cpu_s: float) -> Summary:
-        """The headline figures; ``cpu_s`` is the CPU of all processes in the window."""
+    def summary(self, cpu_s: float, measured_s: float) -> Summary:
+        """The headline figures; ``cpu_s`` is the CPU of all processes in the window and
+        ``measured_s`` how long the window really was (shorter than configured when the
+        run ended early, zero when it never got there)."""
         cfg = self.config
         in_window = self.totals.delivered_in_window
-        rate = in_window / cfg.duration_s
+        rate = in_window / measured_s if measured_s > 0 else 0.0
         return Summary(
             counters=self.final_counters(),
-            duration_s=cfg.duration_s,
+            duration_s=measured_s,
             deliveries_per_s=rate,
             mb_per_s=rate * cfg.size / 1e6,
             cpu_s=cpu_s,

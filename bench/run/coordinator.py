@@ -9,6 +9,7 @@ child process is stopped in ``finally`` and what was measured is kept.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
@@ -41,6 +42,7 @@ from msgbench.run.control import (
 )
 from msgbench.run.plan import plan_workers
 from msgbench.run.pool import POLL_S, RunAborted, WorkerHandle, WorkerPool
+from msgbench.run.watch import ServerWatch
 from msgbench.workload.config import RunConfig
 from msgbench.workload.topology import NEEDS, Accounting, Pattern
 
@@ -106,7 +108,10 @@ class Coordinator:
         self.endpoint = Endpoint()
         self.watch_heartbeat = False
         self.measure_start_ns = 0
+        self.measure_end_ns = 0
+        """When the measured window really ended (0 while it has not begun)."""
         self.measure_started_at = ""
+        self.watch = ServerWatch(())
 
     # -- public -----------------------------------------------------------
     def run(self) -> RunResult:
@@ -142,6 +147,7 @@ class Coordinator:
                 self.progress.phase("starting")
                 for proc in endpoint.processes:
                     self.meter.add(proc.role, proc.pid)
+                self.watch = ServerWatch((p.role, p.pid) for p in endpoint.processes)
                 try:
                     self._phases()
                 except RunAborted as exc:
@@ -199,10 +205,13 @@ class Coordinator:
             if tick > measure_end_ns:
                 break
             self._wait_until_ns(tick)
+            # a process that dies later keeps the CPU it had used by now, not its start's
+            self.meter.sample()
             self._show_second(k)
             k += 1
         self._wait_until_ns(measure_end_ns)
         self.meter.mark_measure_end()
+        self.measure_end_ns = measure_end_ns
         self.progress.phase("draining")
         pub_workers = [w for w in self.pool.workers if w.spec.pubs]
         self._wait_until(
@@ -287,7 +296,18 @@ class Coordinator:
             self._pump(POLL_S)
 
     def _pump(self, timeout: float) -> None:
-        self.pool.pump(timeout, self._handle, tolerate=False, watch_heartbeat=self.watch_heartbeat)
+        try:
+            self.pool.pump(timeout, self._handle, tolerate=False,
+                           watch_heartbeat=self.watch_heartbeat)
+        except RunAborted as exc:
+            # a client's error is often a server's death seen from the other side: name it
+            cause = self.watch.check(force=True)
+            if cause is None:
+                raise
+            raise RunAborted(f"{cause}; then {exc}") from None
+        why = self.watch.check()
+        if why is not None:
+            raise RunAborted(why)
 
     def _handle(self, w: WorkerHandle, msg: Message, tolerate: bool) -> None:
         if isinstance(msg, Report):
@@ -316,6 +336,10 @@ class Coordinator:
                 raise RunAborted(text)
 
     def _fail(self, reason: str) -> None:
+        if self.measure_start_ns and not self.measure_end_ns:
+            # the window ends here: rates and CPU cover the time actually measured
+            self.meter.mark_measure_end()
+            self.measure_end_ns = time.monotonic_ns()
         self.failed = True
         self.reasons.insert(0, reason)
 
@@ -323,12 +347,19 @@ class Coordinator:
         """Stop every worker (see :meth:`WorkerPool.shutdown`), measuring them first."""
         self.meter.sample()
         self.reasons.extend(self.pool.shutdown(self._handle))
+        if any(not w.done and w.spec.subs for w in self.pool.workers):
+            self.failed = True  # the note says whose figures are missing
 
     # -- result -----------------------------------------------------------
     def _result(self, started: str) -> RunResult:
+        measured_ns = self.measure_end_ns - self.measure_start_ns if self.measure_end_ns else 0
         costs = self.meter.costs()
+        if not measured_ns:
+            # nothing was measured: no process spent anything "in the window"
+            costs = [dataclasses.replace(c, cpu_s=0.0) for c in costs]
+            self.reasons.append("the run ended before its measured window: no figures")
         cpu_window = sum(c.cpu_s for c in costs)
-        summary = self.agg.summary(cpu_window)
+        summary = self.agg.summary(cpu_window, measured_ns / NS)
         reasons = list(self.reasons) + self.agg.topology.defects(summary.counters)
         if self.failed:
             status = STATUS_FAILED

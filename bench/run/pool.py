@@ -45,6 +45,9 @@ class WorkerHandle:
     probe_heard: dict[str, list[int]] = field(default_factory=dict)
     pub_done: bool = False
     done: bool = False
+    """Its Done (final totals) arrived."""
+    gone: bool = False
+    """Its control pipe closed: nothing more will come, Done or not."""
     hung: bool = False
 
 
@@ -93,7 +96,7 @@ class WorkerPool:
         Raises :class:`RunAborted` for a dead or (with ``watch_heartbeat``) silent
         worker, unless ``tolerate``.
         """
-        live = [w for w in self.workers if not w.done]
+        live = [w for w in self.workers if not w.done and not w.gone]
         by_obj: dict[Any, WorkerHandle] = {}
         for w in live:
             by_obj[w.chan.conn] = w
@@ -106,6 +109,7 @@ class WorkerPool:
                 self._read(w, handle, tolerate)
                 if not w.done and not tolerate:
                     raise RunAborted(self.death(w))
+                w.gone = True
         if watch_heartbeat and not tolerate:
             now = time.monotonic()
             for w in live:
@@ -124,7 +128,7 @@ class WorkerPool:
         except (EOFError, OSError):
             if not tolerate and not w.done:
                 raise RunAborted(self.death(w)) from None
-            w.done = True
+            w.gone = True
 
     @staticmethod
     def death(w: WorkerHandle) -> str:
@@ -148,7 +152,8 @@ class WorkerPool:
         self.broadcast(Stop())
         deadline = time.monotonic() + STOP_TIMEOUT_S
         with contextlib.suppress(KeyboardInterrupt):
-            while any(not w.done and not w.hung and w.process.is_alive() for w in self.workers):
+            while any(not w.done and not w.gone and not w.hung and w.process.is_alive()
+                      for w in self.workers):
                 if time.monotonic() >= deadline:
                     notes.append("some workers did not stop in time and were killed")
                     break
@@ -162,4 +167,7 @@ class WorkerPool:
                 w.process.kill()
                 w.process.join()
             w.chan.close()
+        notes += [f"{w.spec.describe()} ended without its final totals ({self.death(w)}): "
+                  "per-subscriber figures of its subscribers are missing"
+                  for w in self.workers if not w.done and w.spec.subs]
         return notes
