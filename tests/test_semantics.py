@@ -138,3 +138,27 @@ def test_a_task_done_by_members_in_two_workers_is_a_duplicate_the_union_finds() 
         agg.add_done(Done(w, [sink.totals()], {str(sink.sub_id): sink.received_set.encode()}))
     c = agg.final_counters()
     assert (c.expected, c.delivered, c.duplicated, c.lost, c.redelivered) == (10, 9, 1, 1, 4)
+
+
+def test_a_long_runs_seconds_are_kept_encoded_not_as_live_histograms() -> None:
+    import numpy as np
+
+    from msgbench.accounting.histogram import Histogram
+    from msgbench.results.aggregate import OPEN_SECONDS, Aggregator
+    from msgbench.run.control import Report
+    from msgbench.workload.config import RunConfig
+
+    agg = Aggregator(RunConfig(rate=1000.0))
+    for k in range(50):
+        h = Histogram()
+        h.record_array(np.full(10, 1000 + k, np.int64))
+        agg.add_report(Report(0, k, counters={"delivered": 10, "published": 10},
+                              latency=h.encode()))
+    live = [k for k, s in agg.seconds.items() if s.live is not None]
+    assert len(live) <= OPEN_SECONDS + 1 and max(live) == 49
+    late = Histogram()
+    late.record_array(np.full(5, 5_000_000, np.int64))
+    agg.add_report(Report(1, 3, counters={"delivered": 5}, latency=late.encode()))
+    series = agg.series()
+    assert [s.delivered for s in series[:5]] == [10, 10, 10, 15, 10]
+    assert series[3].max_ns >= 5_000_000 > series[2].max_ns

@@ -65,10 +65,29 @@ class Done(Protocol):
     def received(self) -> Mapping[str, Any]: ...
 
 
+OPEN_SECONDS = 3
+"""Seconds kept as live histograms; older ones are kept encoded (a few KiB instead of the
+264 KiB of counts a live one holds), so an hour-long run's series stays small."""
+
+
 @dataclass
 class _Second:
     counters: Counters = field(default_factory=Counters)
-    latency: Histogram = field(default_factory=Histogram)
+    live: Histogram | None = field(default_factory=Histogram)
+    encoded: str = ""
+
+    def add(self, lat: Histogram) -> None:
+        if self.live is None:  # a late report for a closed second: reopen it
+            self.live = Histogram.decode(self.encoded)
+        self.live.add(lat)
+
+    def latency(self) -> Histogram:
+        return self.live if self.live is not None else Histogram.decode(self.encoded)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.encoded = self.live.encode()
+            self.live = None
 
 
 class Aggregator:
@@ -105,7 +124,14 @@ class Aggregator:
         if r.second >= 0 and (c.delivered or c.published or c.gaps or c.expected):
             s = self.seconds[r.second]
             s.counters = s.counters + c
-            s.latency.add(lat)
+            s.add(lat)
+            for k in range(r.second - OPEN_SECONDS, -1, -1):
+                old = self.seconds.get(k)
+                if old is None:
+                    continue
+                if old.live is None:
+                    break  # everything before is closed already
+                old.close()
 
     def add_pubdone(self, m: PubDone) -> None:
         """Record how many MEASURE messages each publisher sent on each topic."""
@@ -146,7 +172,7 @@ class Aggregator:
         if k not in self.seconds:
             return None
         s = self.seconds[k]
-        c, lat = s.counters, s.latency
+        c, lat = s.counters, s.latency()
         return SecondStats(
             k, c.published, c.delivered, c.gaps, c.duplicated, c.reordered,
             lat.value_at(50.0), lat.value_at(99.0),
