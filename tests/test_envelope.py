@@ -38,3 +38,22 @@ def test_pack_block_is_encode_back_to_back(size: int) -> None:
         for i, x in enumerate(intended)
     )
     assert block == one_by_one
+
+
+def test_every_kind_fits_the_first_byte_targets_may_rely_on() -> None:
+    from msgbench.api import PAYLOAD_FIRST_BYTE_MAX
+
+    assert max(envelope.Kind) <= PAYLOAD_FIRST_BYTE_MAX
+
+
+def test_a_reply_keeps_the_request_header_and_adds_the_responders_stamp() -> None:
+    req = envelope.encode(envelope.Envelope(envelope.Kind.MEASURE, 2, 7, 41, 100, 150),
+                          envelope.padding(64))
+    reply = envelope.make_reply(req, envelope.ReplyStamp(3, 200, 250))
+    assert len(reply) == 64 and reply[0] == req[0]
+    env, stamp = envelope.read_reply(reply)
+    assert (env.topic, env.publisher, env.seq, env.intended_ns) == (2, 7, 41, 100)
+    assert stamp == envelope.ReplyStamp(3, 200, 250)
+    assert envelope.decode(reply) == envelope.decode(req), "accounting reads it as the request"
+    with pytest.raises(ValueError, match="not a reply"):
+        envelope.read_reply(req + bytes(32))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from msgbench.api.target import TargetError
+from msgbench.api.target import TargetError, TargetOption
 from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, which
 
 START_TIMEOUT_S = 10.0
@@ -27,6 +27,10 @@ INSTALL_HINT = (
     "redis-server is not installed: install it (Debian/Ubuntu: sudo apt-get install "
     "redis-server) or pass --redis-url redis://host:port"
 )
+REDIS_URL_OPTION = TargetOption(
+    "--redis-url", "Use this Redis (redis://[:password@]host:port/db, rediss:// for TLS) "
+    "instead of starting a private redis-server.")
+"""The one ``--redis-url`` every Redis-backed target declares (same flag, same meaning)."""
 # Settings that shape a benchmark's outcome, recorded in every result.
 RECORDED_SETTINGS = ("client-output-buffer-limit", "io-threads", "maxmemory", "appendonly",
                      "save")

@@ -50,6 +50,7 @@ from msgbench.kit.redis_cluster import (
     connect,
     deploy,
 )
+from msgbench.kit.redis_server import REDIS_URL_OPTION
 from msgbench.kit.resp import (
     RespConnection,
     command_head,
@@ -193,8 +194,7 @@ class RedisTarget(Target):
     name = "redis"
     description = "central broker: Redis PUBLISH / SUBSCRIBE on a channel per topic"
     options = (
-        TargetOption("--redis-url", "Use this Redis (redis://[:password@]host:port/db, "
-                     "rediss:// for TLS) instead of starting a private redis-server."),
+        REDIS_URL_OPTION,
         TargetOption("--redis-client", "Client path: 'fast' (pipelined RESP + hiredis, "
                      "measures Redis) or 'redis-py' (what a redis-py asyncio app sees).",
                      default="fast", choices=CLIENTS),

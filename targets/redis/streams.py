@@ -35,6 +35,7 @@ from msgbench.api.target import (
     TargetOption,
 )
 from msgbench.kit.redis_cluster import SlotMap, address, connect, deploy
+from msgbench.kit.redis_server import REDIS_URL_OPTION
 from msgbench.kit.resp import (
     REPLY_TIMEOUT_S,
     Arg,
@@ -280,7 +281,7 @@ class RedisStreamsTarget(Target):
     description = ("durable subscribers: XADD to a stream per topic, each subscriber "
                    "XREADs from its own cursor and resumes after a disconnect")
     options = (
-        RedisTarget.options[0],  # --redis-url, same meaning
+        REDIS_URL_OPTION,
         TargetOption("--stream-maxlen", "Entries each stream keeps (XADD MAXLEN ~ N, "
                      "approximate): a subscriber further behind loses entries.",
                      default=DEFAULT_MAXLEN, kind="int"),
