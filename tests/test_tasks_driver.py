@@ -33,7 +33,10 @@ def test_bad_work_is_one_clear_error(bad: str) -> None:
 
 
 @pytest.mark.parametrize(("cfg", "message"), [
-    (RunConfig(work="fixed:1ms"), "applies to --pattern tasks only"),
+    (RunConfig(work="fixed:1ms"), "applies to --pattern tasks and rpc"),
+    (RunConfig(pattern="rpc", slow_worker="0:x2"), "applies to --pattern tasks only"),
+    (RunConfig(inflight=4), "applies to --pattern rpc only"),
+    (RunConfig(pattern="rpc", inflight=4, rate=100.0), "use it with --rate max"),
     (RunConfig(pattern="tasks", subs=2, slow_worker="5:x2"), "only 2 subscribers"),
     (RunConfig(pattern="tasks", kill_worker_s=20.0), "inside the measured window"),
     (RunConfig(pattern="tasks", slow_worker="0:x0"), "between 1 and"),

@@ -20,7 +20,7 @@ from msgbench.accounting.histogram import Histogram
 from msgbench.accounting.ranges import union
 from msgbench.results.model import SecondStats, Summary
 from msgbench.workload.config import RunConfig
-from msgbench.workload.topology import Accounting
+from msgbench.workload.topology import Accounting, Pattern
 
 
 class Report(Protocol):
@@ -38,6 +38,8 @@ class Report(Protocol):
     def latency_raw(self) -> str: ...
     @property
     def publish_delay(self) -> str: ...
+    @property
+    def extra(self) -> Mapping[str, str]: ...
     @property
     def events(self) -> Sequence[str]: ...
 
@@ -99,6 +101,8 @@ class Aggregator:
         self.latency = Histogram()
         self.latency_raw = Histogram()
         self.publish_delay = Histogram()
+        self.extra: dict[str, Histogram] = {}
+        """Further named histograms (request/reply legs ...), merged by name."""
         self.seconds: dict[int, _Second] = defaultdict(_Second)
         self.totals = Counters()
         self.worker_totals: dict[int, Counters] = {}
@@ -121,6 +125,8 @@ class Aggregator:
         self.latency.add(lat)
         self.latency_raw.add(Histogram.decode(r.latency_raw))
         self.publish_delay.add(Histogram.decode(r.publish_delay))
+        for name, text in r.extra.items():
+            self.extra.setdefault(name, Histogram()).add(Histogram.decode(text))
         if r.second >= 0 and (c.delivered or c.published or c.gaps or c.expected):
             s = self.seconds[r.second]
             s.counters = s.counters + c
@@ -214,6 +220,8 @@ class Aggregator:
             unique = sum(union(members).unique for members in self.received.values())
             c = replace(c, delivered=unique, duplicated=self._group_deliveries() - unique)
         c = c.with_loss()
+        if self.topology.pattern is Pattern.RPC:
+            c = replace(c, timeouts=max(0, c.expected - (c.delivered - c.late)))
         return replace(c, lost_during_churn=min(c.lost, c.lost_during_churn))
 
     def groups(self, measured_s: float, killed_at_ns: int = 0) -> dict[str, dict[str, Any]]:

@@ -71,6 +71,8 @@ class Report:
     latency: str = ""
     latency_raw: str = ""
     publish_delay: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+    """Further named histograms (``Buffers.extra``), encoded."""
     events: list[str] = field(default_factory=list)
 
 

@@ -43,6 +43,7 @@ from msgbench.run.control import (
 )
 from msgbench.run.plan import WorkerPlan, plan_workers
 from msgbench.run.pool import POLL_S, RunAborted, WorkerHandle, WorkerPool
+from msgbench.run.replies import LEGS
 from msgbench.run.watch import ServerWatch
 from msgbench.workload.config import RunConfig
 from msgbench.workload.topology import NEEDS, Accounting, Pattern
@@ -409,9 +410,12 @@ class Coordinator:
                 "latency": self.agg.latency.encode(),
                 "latency_uncorrected": self.agg.latency_raw.encode(),
                 "publish_delay": self.agg.publish_delay.encode(),
+                **{name: h.encode() for name, h in sorted(self.agg.extra.items())},
             },
             subscribers=[self.agg.subscribers[k] for k in sorted(self.agg.subscribers)],
             groups=self.agg.groups(measured_ns / NS, self.killed_at_ns),
+            legs={name: self.agg.extra[name].summary().to_json() for name in LEGS
+                  if name in self.agg.extra},
             target={"name": self.config.target, **dict(self.endpoint.info)},
             latency_mode="open-loop" if self.config.rate is not None else "closed-loop",
             measure_started_at=self.measure_started_at,

@@ -156,16 +156,22 @@ class GroupSink(Sink):
 
 
 class Answerer(Service):
-    """A responder's service: each request answered at once with a stamped reply."""
+    """A responder's service: each request answered with a stamped reply, after its
+    ``--work`` (requests of a batch one after another)."""
 
-    def __init__(self, resp_id: int) -> None:
+    def __init__(self, resp_id: int, work: Work | None = None) -> None:
         self.resp_id = resp_id
         self.answered = 0
+        self._work = work or Work()
+        self._rng = np.random.default_rng(resp_id)
 
     async def answer(self, requests: Sequence[bytes]) -> list[bytes]:
         """Replies to ``requests`` (see :class:`Service`)."""
-        now = time.monotonic_ns()
-        stamp = ReplyStamp(self.resp_id, now, time.monotonic_ns())
+        got = time.monotonic_ns()
+        work_ns = int(self._work.sample_ns(len(requests), self._rng).sum())
+        if work_ns:
+            await asyncio.sleep(work_ns / 1e9)
+        stamp = ReplyStamp(self.resp_id, got, time.monotonic_ns())
         self.answered += len(requests)
         return [make_reply(r, stamp) for r in requests]
 

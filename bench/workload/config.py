@@ -20,6 +20,8 @@ DEFAULT_WARMUP_S = 2.0
 DEFAULT_SIZE = 64
 DEFAULT_PROBE_TIMEOUT_S = 10.0
 DEFAULT_DRAIN_TIMEOUT_S = 2.0
+DEFAULT_RPC_TIMEOUT_S = 1.0
+MAX_INFLIGHT = 1_000_000
 MAX_CLIENTS = 10_000
 MAX_TOPICS = 65_535  # the envelope's topic field is 16 bits
 
@@ -101,6 +103,10 @@ class RunConfig:
     """``SUB:xFACTOR``: that subscriber's tasks take FACTOR times as long."""
     kill_worker_s: float | None = None
     """SIGKILL the first subscriber worker process this far into the measured window."""
+    timeout_s: float = DEFAULT_RPC_TIMEOUT_S
+    """Request/reply: a request with no reply this long after it left has timed out."""
+    inflight: int = 0
+    """Request/reply in closed loop: requests outstanding per requester (0: open loop)."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` when the run cannot make sense."""
@@ -143,10 +149,21 @@ class RunConfig:
     def _validate_tasks(self) -> None:
         from msgbench.workload.work import parse_slow_worker, parse_work  # imports this module
 
-        tasks_only = [flag for flag, v in (("--work", self.work), ("--slow-worker",
-                      self.slow_worker), ("--kill-worker", self.kill_worker_s)) if v]
-        if tasks_only and self.pattern != Pattern.TASKS:
-            raise ConfigError(f"{tasks_only[0]} applies to --pattern tasks only")
+        if self.work and self.pattern == Pattern.BROADCAST:
+            raise ConfigError("--work applies to --pattern tasks and rpc (for broadcast, "
+                              "--sub-delay makes a slow subscriber)")
+        if self.slow_worker and self.pattern != Pattern.TASKS:
+            raise ConfigError("--slow-worker applies to --pattern tasks only")
+        if self.kill_worker_s is not None and self.pattern == Pattern.BROADCAST:
+            raise ConfigError("--kill-worker applies to --pattern tasks and rpc")
+        if self.inflight and self.pattern != Pattern.RPC:
+            raise ConfigError("--inflight applies to --pattern rpc only")
+        if not 0 <= self.inflight <= MAX_INFLIGHT:
+            raise ConfigError(f"--inflight must be between 1 and {MAX_INFLIGHT}")
+        if self.inflight and self.rate is not None:
+            raise ConfigError("--inflight is closed loop: use it with --rate max")
+        if not 0 < self.timeout_s <= 3600:
+            raise ConfigError("--timeout must be longer than zero and at most an hour")
         parse_work(self.work)
         slow = parse_slow_worker(self.slow_worker)
         if slow is not None and slow[0] >= self.subs:
