@@ -74,6 +74,9 @@ class ProcSample:
     nivcsw: int
     threads: dict[int, tuple[int, int]] = field(default_factory=dict)
     """Thread id -> (run ns, run delay ns)."""
+    at_ns: int = 0
+    """When it was read (monotonic ns): shares are over the time between a process's own
+    samples, since sampling many processes of a loaded machine takes a while."""
 
 
 def _status_nivcsw(path: str) -> int:
@@ -90,6 +93,7 @@ def read_schedstat(pid: int) -> ProcSample | None:
     Falls back to psutil's CPU seconds (no waits) where the files cannot be read.
     """
     base = f"/proc/{pid}/task"
+    at = time.monotonic_ns()
     try:
         tids = os.listdir(base)
     except OSError:
@@ -109,7 +113,7 @@ def read_schedstat(pid: int) -> ProcSample | None:
     run = sum(r for r, _ in threads.values())
     with contextlib.suppress(OSError):  # no CPU clock for it: the live threads' sum stands
         run = max(run, time.clock_gettime_ns(_process_cpu_clock(pid)))
-    return ProcSample(run, sum(w for _, w in threads.values()), nivcsw, threads)
+    return ProcSample(run, sum(w for _, w in threads.values()), nivcsw, threads, at)
 
 
 def _process_cpu_clock(pid: int) -> int:
@@ -123,7 +127,7 @@ def _psutil_sample(pid: int) -> ProcSample | None:
         t = psutil.Process(pid).cpu_times()
     except (psutil.Error, OSError):
         return None
-    return ProcSample(int((t.user + t.system) * NS_PER_S), 0, 0)
+    return ProcSample(int((t.user + t.system) * NS_PER_S), 0, 0, at_ns=time.monotonic_ns())
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -265,6 +269,10 @@ class CostMeter:
             start = self._m_start.get(pid, first)
             end = self._m_end.get(pid, last)
             cpu = max(0, end.run_ns - start.run_ns) / NS_PER_S
+            # Its own samples' interval where both are real, else the meter's marks (a
+            # process that died before the window: nothing in it, whatever the divisor).
+            span = (end.at_ns - start.at_ns) / NS_PER_S if start.at_ns and end.at_ns else 0.0
+            own = span if span > 0 else window
             busiest = 0
             for tid, (run, wait) in end.threads.items():
                 r0, w0 = start.threads.get(tid, (0, 0))
@@ -277,9 +285,9 @@ class CostMeter:
                     max(0, last.run_ns - first.run_ns) / NS_PER_S,
                     self._peak.get(pid, 0),
                     cpu_wait_s=max(0, end.wait_ns - start.wait_ns) / NS_PER_S,
-                    core_share=cpu / window if window > 0 else 0.0,
+                    core_share=cpu / own if own > 0 else 0.0,
                     nivcsw=max(0, end.nivcsw - start.nivcsw),
-                    busiest_thread_share=busiest / NS_PER_S / window if window > 0 else 0.0,
+                    busiest_thread_share=busiest / NS_PER_S / own if own > 0 else 0.0,
                 )
             )
         return out
