@@ -8,16 +8,24 @@ loop's measured in the same run, at each rate x publishers. Pacers compared: ``t
 budget), ``timerfd`` (the timer alone, no spin) and ``sleep`` (asyncio.sleep of at least
 1 ms: the old send tick).
 
-Part 2 (``runs``) runs ``msgbench run -t T --rate 10k`` for inproc, zmq and redis 1 x 1
-and prints p50 from intended next to p50 from actual send and the publish delay.
+Part 2 (``runs``) runs ``msgbench run -t T --rate 10k -d 3s -w 1s`` for inproc, zmq and
+redis 1 x 1 and prints p50 from intended next to p50 from actual send and the publish
+delay; with ``--baseline-python`` (the interpreter of another msgbench install, e.g. main
+before this change) the two installs take turns trial by trial, so both see the same
+machine.
+
+Each part prints the machine's CPU pressure over it (``/proc/pressure/cpu`` some): on a
+shared machine the figures mean little above a few per cent.
 
     python3 benchmarks/bench_pacing.py [--seconds 2] [--trials 3] [--part pacing|runs|all]
+        [--baseline-python /path/to/other/venv/bin/python]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import subprocess
@@ -25,12 +33,14 @@ import sys
 import tempfile
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import uvloop
 
 from msgbench.api.target import Publisher
+from msgbench.results.costs import read_pressure
 from msgbench.run.pacer import Pacer, SleepPacer, TimerfdPacer
 from msgbench.run.publisher import PublisherRunner
 from msgbench.run.sink import Buffers
@@ -113,29 +123,40 @@ def pacing(seconds: float, trials: int, pacers: Sequence[str]) -> None:
                       f"{med[4]:>10.0f} {med[5]:>13.0f} {med[4] - med[5]:>13.0f}", flush=True)
 
 
-def runs(trials: int) -> None:
-    """Part 2: ``msgbench run -t T --rate 10k -d 3s -w 1s`` for each target, medians."""
+def _one_run(python: str, target: str) -> tuple[float, ...] | str:
+    """p50 intended, p50 actual, delay p50, delay p99 (ns) of one run, or why it failed."""
+    with tempfile.TemporaryDirectory() as out:
+        proc = subprocess.run(
+            [python, "-m", "msgbench", "run", "-t", target, "--rate", "10k",
+             "-d", "3s", "-w", "1s", "-q", "--json", "-o", out],
+            capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    s = json.loads(proc.stdout)["summary"]
+    return (s["latency_ns"]["p50"], s["latency_uncorrected_ns"]["p50"],
+            s["publish_delay_ns"]["p50"], s["publish_delay_ns"]["p99"])
+
+
+def runs(trials: int, baseline: str | None) -> None:
+    """Part 2: ``msgbench run -t T --rate 10k -d 3s -w 1s`` per target and install, medians."""
+    installs = {"this": sys.executable, **({"baseline": baseline} if baseline else {})}
     print(f"\nmsgbench run -t T --rate 10k -d 3s -w 1s, median of {trials}")
-    print(f"{'target':<8} {'p50 intended':>13} {'p50 actual':>11} {'delay p50':>10} "
-          f"{'delay p99':>10}")
+    print(f"{'target':<8} {'install':<9} {'p50 intended':>13} {'p50 actual':>11} "
+          f"{'delay p50':>10} {'delay p99':>10}")
     for target in RUN_TARGETS:
-        rows = []
+        rows: dict[str, list[tuple[float, ...]]] = {k: [] for k in installs}
         for _ in range(trials):
-            with tempfile.TemporaryDirectory() as out:
-                proc = subprocess.run(
-                    [sys.executable, "-m", "msgbench", "run", "-t", target, "--rate", "10k",
-                     "-d", "3s", "-w", "1s", "-q", "--json", "-o", out],
-                    capture_output=True, text=True, check=False)
-                if proc.returncode != 0:
-                    print(f"{target}: run failed: {proc.stderr.strip().splitlines()[-1:]}")
-                    break
-                s = json.loads(proc.stdout)["summary"]
-                rows.append((s["latency_ns"]["p50"], s["latency_uncorrected_ns"]["p50"],
-                             s["publish_delay_ns"]["p50"], s["publish_delay_ns"]["p99"]))
-        if rows:
-            med = [statistics.median(r[k] for r in rows) / 1e3 for k in range(4)]
-            print(f"{target:<8} {med[0]:>10.1f} us {med[1]:>8.1f} us {med[2]:>7.1f} us "
-                  f"{med[3]:>7.1f} us", flush=True)
+            for name, python in installs.items():  # taking turns: the same machine for both
+                got = _one_run(python, target)
+                if isinstance(got, str):
+                    print(f"{target} ({name}): run failed: {got}")
+                else:
+                    rows[name].append(got)
+        for name, got_rows in rows.items():
+            if got_rows:
+                med = [statistics.median(r[k] for r in got_rows) / 1e3 for k in range(4)]
+                print(f"{target:<8} {name:<9} {med[0]:>10.1f} us {med[1]:>8.1f} us "
+                      f"{med[2]:>7.1f} us {med[3]:>7.1f} us", flush=True)
 
 
 def main() -> None:
@@ -145,15 +166,32 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--part", choices=("pacing", "runs", "all"), default="all")
     ap.add_argument("--pacers", default="timerfd+spin,timerfd,sleep")
+    ap.add_argument("--baseline-python", default=None,
+                    help="interpreter of another msgbench install to compare runs against")
     a = ap.parse_args()
     names = [p for p in a.pacers.split(",") if p]
     bad = [p for p in names if p not in PACERS]
     if bad or a.seconds <= 0 or a.trials < 1:
         ap.error(f"unknown pacer {bad[0]}" if bad else "--seconds and --trials must be positive")
+    if a.baseline_python and not Path(a.baseline_python).exists():
+        ap.error(f"no interpreter at {a.baseline_python}")
     if a.part in ("pacing", "all"):
-        pacing(a.seconds, a.trials, names)
+        with _pressure("pacing"):
+            pacing(a.seconds, a.trials, names)
     if a.part in ("runs", "all"):
-        runs(a.trials)
+        with _pressure("runs"):
+            runs(a.trials, a.baseline_python)
+
+
+@contextlib.contextmanager
+def _pressure(part: str) -> Iterator[None]:
+    """Print the machine's CPU pressure ('some') over the block."""
+    a, t0 = read_pressure(), time.monotonic()
+    yield
+    b, t1 = read_pressure(), time.monotonic()
+    if a is not None and b is not None:
+        print(f"[{part}: CPU pressure {(b[0] - a[0]) / 1e6 / (t1 - t0) * 100:.0f} % of the "
+              "time: some task of the machine waited for a CPU]")
 
 
 if __name__ == "__main__":

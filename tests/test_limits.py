@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -9,13 +10,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from conftest import RUN_TIMEOUT_S, msgbench_argv
+from msgbench.analysis.report import Row, render
+from msgbench.cli.console import summary_table
 from msgbench.results.limits import (
     CONTENDED_SHARE,
     SATURATED_SHARE,
     SCHEDULE_P99_NS,
     name_limits,
 )
+from msgbench.results.model import RunResult
 
 WINDOW_S = 10.0
 KINDS = {"worker 0": "publisher", "worker 1": "subscriber"}
@@ -127,3 +133,13 @@ def test_a_run_built_to_saturate_a_server_names_it(tmp_path: Path) -> None:
     line = next(x for x in doc["limits"] if "chat-server 0 at" in x)
     assert line.endswith("the server is the limit")
     assert sys.platform != "linux" or doc["cpu_pressure"]
+    # the summary and the report show it
+    result = RunResult.from_json(doc)
+    buf = io.StringIO()
+    Console(file=buf, width=400, no_color=True).print(summary_table(result, None))
+    text = buf.getvalue()
+    assert "first limit" in text and doc["limits"][0][:40] in text
+    assert "% of a core, waited" in text
+    row = Row.from_result("x.json", result)
+    assert row.limit == doc["limits"][0]
+    assert render([row], "csv").splitlines()[0].split(",")[-2] == "limit"
