@@ -214,3 +214,40 @@ def test_timer_slack_is_lowered_for_the_calling_thread() -> None:
     t.join()
     assert out == [pacer_mod.TIMER_SLACK_NS]
     assert slack() == before  # per thread: this one keeps its own
+
+
+class CountingPublisher(Publisher):
+    """Keeps each header it is handed, with the real time of the call."""
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[int, ...]] = []
+
+    async def publish(self, topic: str, payloads: Sequence[bytes]) -> None:
+        self.headers.extend(HEADER.unpack_from(p) for p in payloads)
+
+    async def publish_block(self, topic: str, block: bytes, count: int, size: int) -> None:
+        await self.publish(topic, [block[i * size:(i + 1) * size] for i in range(count)])
+
+
+def test_publishers_sharing_the_loops_pacer_send_every_message_once_never_early() -> None:
+    """Four publishers on one real timerfd pacer (what a worker does): exact counts."""
+    rate, warmup_s, duration_s = 2_000.0, 0.05, 0.2
+    config = RunConfig(rate=rate, pubs=4, warmup_s=warmup_s, duration_s=duration_s)
+    pubs = [CountingPublisher() for _ in range(4)]
+    buffers = Buffers()
+    runners = [PublisherRunner(i, p, config, buffers) for i, p in enumerate(pubs)]
+
+    async def go() -> None:
+        start = time.monotonic_ns() + NS // 100
+        m_start = start + int(warmup_s * NS)
+        await asyncio.gather(*(r.run(start, m_start, m_start + int(duration_s * NS))
+                               for r in runners))
+
+    asyncio.run(go())
+    for r, p in zip(runners, pubs, strict=True):
+        assert [h[3] for h in p.headers] == list(range(len(p.headers)))
+        assert all(sent >= intended for *_, intended, sent in p.headers)
+        assert sum(r.measured) == int(rate * duration_s)
+    assert len(buffers.publish_delay) == 4 * int(rate * duration_s)
+    assert min(buffers.publish_delay) >= 0
+    assert not pacer_mod._shared  # released by the last publisher
