@@ -251,3 +251,19 @@ def test_publishers_sharing_the_loops_pacer_send_every_message_once_never_early(
     assert len(buffers.publish_delay) == 4 * int(rate * duration_s)
     assert min(buffers.publish_delay) >= 0
     assert not pacer_mod._shared  # released by the last publisher
+
+
+@pytest.mark.parametrize(("max_lead_ns", "budget"), [(0, 0.25), (pacer_mod.MAX_LEAD_NS, 0.0)])
+def test_spinning_stays_within_its_lead_and_budget(max_lead_ns: int, budget: float) -> None:
+    async def go() -> tuple[int, int]:
+        p = TimerfdPacer(max_lead_ns=max_lead_ns, spin_budget=budget)
+        for _ in range(20):
+            await p.wait_until(time.monotonic_ns() + 300_000)
+        p.close()
+        return p.spun_ns, p.lead_ns()
+
+    spun, lead = asyncio.run(go())
+    if max_lead_ns == 0:
+        assert spun == 0 and lead == 0  # no lead: never a spin
+    else:
+        assert spun == 0 or lead == 0  # no budget: once it has spun, it arms on time
