@@ -73,18 +73,19 @@ def test_publishers_off_schedule_say_so_with_the_figure() -> None:
 def test_waiting_for_a_cpu_and_a_busy_machine_are_named() -> None:
     lines = name_limits([proc("worker 0", 0.5, wait=0.23), proc("worker 1", 0.2, wait=0.02)],
                         WINDOW_S, None, {"some": 0.4, "full": 0.0, "steal": 0.08}, KINDS)
-    assert lines == ["waited for a CPU (share of the window): worker 0 23 %; CPU pressure "
-                     "40 % of the window; the hypervisor took 8 % of the CPUs' time"]
+    assert lines == ["waited for a CPU (share of the window, threads summed): worker 0 23 %; "
+                     "CPU pressure 40 % of the window (machine-wide); the hypervisor took 8 % "
+                     "of the CPUs' time"]
     assert name_limits([proc("worker 0", 0.1)], WINDOW_S, None, {"some": 0.5}) == [
-        "the machine was busy: CPU pressure 50 % of the window"]
+        "the machine was busy: CPU pressure 50 % of the window (machine-wide)"]
 
 
 def test_a_starved_saturated_process_puts_the_machine_first() -> None:
     lines = name_limits([proc("worker 1", 0.3, wait=CONTENDED_SHARE + 0.3)], WINDOW_S, None,
                         {"some": 0.9}, KINDS)
     assert lines[0].endswith("the machine's cores are the limit")
-    assert lines[1].startswith("subscriber worker 1 at 30 % of a core, waiting for a CPU "
-                               "another 55 %")
+    assert lines[1].startswith("subscriber worker 1 at 30 % of a core, its threads waiting "
+                               "for a CPU another 55 %")
 
 
 def test_nothing_to_name_and_no_window() -> None:

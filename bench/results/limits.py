@@ -60,7 +60,7 @@ def _load(p: Mapping[str, Any], window_s: float) -> str:
     text = f"at {_pct(float(p.get('core_share', 0.0)))} of a core"
     wait = float(p.get("cpu_wait_s", 0.0)) / window_s
     if wait >= WAIT_SHARE / 2:
-        text += f", waiting for a CPU another {_pct(wait)}"
+        text += f", its threads waiting for a CPU another {_pct(wait)}"
     return text
 
 
@@ -131,13 +131,13 @@ def _contention(processes: Sequence[Mapping[str, Any]], window_s: float,
     waiting = [(share, role) for share, role in waits if share >= WAIT_SHARE]
     machine = []
     if pressure.get("some", 0.0) >= PRESSURE_SHARE:
-        machine.append(f"CPU pressure {_pct(pressure['some'])} of the window")
+        machine.append(f"CPU pressure {_pct(pressure['some'])} of the window (machine-wide)")
     if pressure.get("steal", 0.0) >= STEAL_SHARE:
         machine.append(f"the hypervisor took {_pct(pressure['steal'])} of the CPUs' time")
     if waiting:
         names = ", ".join(f"{role} {_pct(share)}" for share, role in waiting[:3])
         more = f" and {len(waiting) - 3} more" if len(waiting) > 3 else ""
-        line = f"waited for a CPU (share of the window): {names}{more}"
+        line = f"waited for a CPU (share of the window, threads summed): {names}{more}"
         return line + (f"; {'; '.join(machine)}" if machine else "")
     if machine:
         return "the machine was busy: " + "; ".join(machine)
