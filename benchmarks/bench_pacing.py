@@ -77,7 +77,7 @@ async def _drive(rate: float | None, pubs: int, seconds: float, pacer: str) -> t
     buffers = Buffers()
     # one pacer for the worker's publishers, as the worker has
     shared = PACERS[pacer]() if rate is not None else None
-    runners = [PublisherRunner(p, NullPublisher(), config, buffers, shared)
+    runners = [PublisherRunner(p, NullPublisher(), config, buffers, pacer=shared)
                for p in range(pubs)]
     start = time.monotonic_ns() + NS // 50
     m_start = start + int(WARMUP_S * NS)

@@ -74,7 +74,7 @@ def _run(rate: float, cost_ns: int = 0, late_ns: int = 0, warmup_s: float = 0.01
     config = RunConfig(rate=rate, warmup_s=warmup_s, duration_s=duration_s)
     pub = RecordingPublisher(clock, config.size, cost_ns)
     buffers = Buffers()
-    runner = PublisherRunner(0, pub, config, buffers, clock)
+    runner = PublisherRunner(0, pub, config, buffers, pacer=clock)
     start = clock.t + 1000
     m_start = start + int(warmup_s * NS)
     m_end = m_start + int(duration_s * NS)

@@ -44,7 +44,7 @@ class PublisherRunner:
 
     def __init__(
         self, pub_id: int, publisher: Publisher, config: RunConfig, buffers: Buffers,
-        pacer: Pacer | None = None,
+        *, pacer: Pacer | None = None,
     ) -> None:
         self.pub_id = pub_id
         self.publisher = publisher
