@@ -80,6 +80,8 @@ class Row:
     max_ns: int | None = None
     lost: int | None = None
     partial: bool = False
+    limit: str = ""
+    """The run's first limit (:mod:`msgbench.results.limits`); empty when none was found."""
 
     @classmethod
     def from_result(cls, path: Path | str, r: RunResult) -> Row:
@@ -104,7 +106,16 @@ class Row:
             max_ns=int(lat["max"]) if lat.get("count") else None,
             lost=s.counters.lost,
             partial=r.partial,
+            limit=r.limits[0] if r.limits else "",
         )
+
+    def limit_text(self) -> str:
+        """The first limit, cut to :data:`REASON_CHARS`; ``-`` when none was found."""
+        if not self.limit:
+            return "-"
+        if len(self.limit) > REASON_CHARS:
+            return self.limit[: REASON_CHARS - 3] + "..."
+        return self.limit
 
     def status_text(self) -> str:
         """Status, ``(partial)``, and the first reason cut short."""
@@ -120,12 +131,12 @@ class Row:
 
 HEADERS = (
     "target", "variant", "pubs x subs", "size", "rate", "deliveries/s", "MB/s",
-    "msgs/CPU-s", "p50", "p99", "p99.9", "max", "lost", "status",
+    "msgs/CPU-s", "p50", "p99", "p99.9", "max", "lost", "status", "limit",
 )
 CSV_HEADERS = (
     "file", "target", "variant", "pubs", "subs", "size", "rate", "deliveries_per_s",
     "mb_per_s", "msgs_per_cpu_s", "p50_ns", "p99_ns", "p999_ns", "max_ns", "lost",
-    "status", "partial", "reasons",
+    "status", "partial", "limit", "reasons",
 )
 _NUMERIC = frozenset(range(2, 13))
 """Columns of HEADERS that are right-aligned."""
@@ -152,6 +163,7 @@ def cells(row: Row) -> list[str]:
         _opt(row.max_ns, format_ns),
         _opt(row.lost, lambda v: f"{v:,}"),
         row.status_text(),
+        row.limit_text(),
     ]
 
 
@@ -195,7 +207,7 @@ def render_csv(rows: Sequence[Row]) -> str:
                 r.deliveries_per_s, r.mb_per_s, r.msgs_per_cpu_s,
                 r.p50_ns, r.p99_ns, r.p999_ns, r.max_ns, r.lost,
             )),
-            r.status, r.partial, "; ".join(r.reasons),
+            r.status, r.partial, r.limit, "; ".join(r.reasons),
         ])
     return buf.getvalue()
 

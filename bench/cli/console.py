@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 
@@ -33,6 +35,21 @@ class ConsoleProgress:
             f"p99 {format_ns(stats.p99_ns):>9}  lost so far {lost}",
             highlight=False,
         )
+
+
+def _process_cell(p: dict[str, Any]) -> str:
+    """``1.02 s CPU (99 % of a core, waited 3 %)  peak 46 MiB``; shares only where recorded.
+
+    "waited" is the share of the window its threads were runnable but had no CPU.
+    """
+    cpu = float(p["cpu_s"])
+    share = ""
+    if "core_share" in p:
+        core = float(p["core_share"])
+        window = cpu / core if core else 0.0
+        waited = float(p.get("cpu_wait_s", 0.0)) / window if window else 0.0
+        share = f" ({core * 100:.0f} % of a core, waited {waited * 100:.0f} %)"
+    return f"{cpu:.2f} s CPU{share}  peak {p['peak_rss_bytes'] / 2**20:.0f} MiB"
 
 
 def summary_table(result: RunResult, path: str | None) -> Table:
@@ -103,9 +120,13 @@ def summary_table(result: RunResult, path: str | None) -> Table:
         f"{s.cpu_s:.2f} s  ->  {format_count(s.msgs_per_cpu_s)} deliveries per CPU-second",
     )
     for p in result.processes:
-        t.add_row(
-            f"  {p['role']}", f"{p['cpu_s']:.2f} s CPU  peak {p['peak_rss_bytes'] / 2**20:.0f} MiB"
-        )
+        t.add_row(f"  {p['role']}", _process_cell(p))
+    if result.measure_started_at:
+        lines = result.limits or ["none found: no process near a full core, publishers on "
+                                  "schedule, no wait for a CPU worth naming"]
+        t.add_row("first limit", f"[bold]{lines[0]}[/bold]" if result.limits else lines[0])
+        for line in lines[1:]:
+            t.add_row("", line)
     injected = result.environment.get("injected_cost_ns")
     if injected:
         t.add_row(

@@ -97,6 +97,12 @@ class RunResult:
     measure_started_at: str = ""
     """Wall-clock start of the measured window (ISO 8601, ms); empty when the run never got
     there, or in files written before it was recorded."""
+    limits: list[str] = field(default_factory=list)
+    """What limited the run, the first limit first (:mod:`msgbench.results.limits`); empty
+    when none was found, or in files written before it was recorded."""
+    cpu_pressure: dict[str, float] = field(default_factory=dict)
+    """The machine over the measured window: ``some`` / ``full`` CPU pressure and hypervisor
+    ``steal`` as shares (see :meth:`msgbench.results.costs.CostMeter.pressure`)."""
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
 

@@ -21,7 +21,8 @@ from msgbench.api.registry import load_target
 from msgbench.api.target import Endpoint, ServeSpec, TargetError
 from msgbench.results import environment
 from msgbench.results.aggregate import Aggregator
-from msgbench.results.costs import CostMeter
+from msgbench.results.costs import CostMeter, ProcessCost
+from msgbench.results.limits import name_limits
 from msgbench.results.model import (
     STATUS_DEGRADED,
     STATUS_FAILED,
@@ -390,6 +391,7 @@ class Coordinator:
         cpu_window = sum(c.cpu_s for c in costs)
         summary = self.agg.summary(cpu_window, measured_ns / NS)
         reasons = list(self.reasons) + self.agg.topology.defects(summary.counters)
+        limits = self._limits(costs, summary.publish_delay_ns)
         if self.failed:
             status = STATUS_FAILED
         elif reasons:
@@ -419,4 +421,24 @@ class Coordinator:
             target={"name": self.config.target, **dict(self.endpoint.info)},
             latency_mode="open-loop" if self.config.rate is not None else "closed-loop",
             measure_started_at=self.measure_started_at,
+            limits=limits,
+            cpu_pressure=self.meter.pressure(),
+        )
+
+    def _limits(self, costs: list[ProcessCost], delay: dict[str, Any]) -> list[str]:
+        """The run's limits (:func:`name_limits`), workers told apart by what they hold."""
+        kinds = {
+            f"worker {w.spec.worker}": (
+                "both" if w.spec.pubs and w.spec.subs else "publisher" if w.spec.pubs
+                else "subscriber"
+            )
+            for w in self.pool.workers
+        }
+        open_loop = self.config.rate is not None and delay.get("count")
+        return name_limits(
+            [c.to_json() for c in costs],
+            self.meter.window_s(),
+            float(delay["p99"]) if open_loop else None,
+            self.meter.pressure(),
+            kinds,
         )

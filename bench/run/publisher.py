@@ -3,6 +3,12 @@
 :class:`PublisherRunner` stamps envelopes and follows the open-loop schedule (or
 sends flat out in closed loop); its publish delays go into the worker's
 :class:`~msgbench.run.sink.Buffers`.
+
+At a fixed rate each message is handed over at its own intended time, waited for with a
+:class:`~msgbench.run.pacer.Pacer` (a timerfd on the loop, microseconds late); only when
+the sends fall behind (a stall, or a rate above what one send at a time sustains) does a
+batch go out, and then of exactly the messages already due, each stamped with its
+intended time, so the lateness shows in latency and in the publish delay.
 """
 
 from __future__ import annotations
@@ -14,16 +20,11 @@ import numpy as np
 import numpy.typing as npt
 
 from msgbench.api.target import Publisher
+from msgbench.run.pacer import Pacer, acquire_pacer, release_pacer
 from msgbench.run.sink import Buffers
 from msgbench.workload.config import RunConfig
 from msgbench.workload.envelope import HEADER, Kind, pack_block, padding
 from msgbench.workload.schedule import Schedule
-
-MIN_SLEEP_S = 0.001
-"""Shortest wait between open-loop sends: the event loop's timers have millisecond
-resolution, and a shorter sleep turns into a busy loop that would bill its CPU to the
-design under test. Messages due meanwhile leave together, stamped with their intended
-times, so the wait shows in latency and in the publish delay rather than hiding."""
 
 PACK_VECTOR_MIN = 16
 """From this many messages to one topic on, a batch is encoded with numpy in one go (a fixed
@@ -35,11 +36,16 @@ _MEASURE = int(Kind.MEASURE)
 
 
 class PublisherRunner:
-    """Stamps and sends one publisher's messages; topics take turns message by message."""
+    """Stamps and sends one publisher's messages; topics take turns message by message.
+
+    ``pacer`` is the clock the open loop waits on; by default the worker loop's shared one
+    (:func:`~msgbench.run.pacer.acquire_pacer`) when the run starts. Tests pass a fake clock.
+    """
 
     def __init__(
         self, pub_id: int, publisher: Publisher, config: RunConfig, buffers: Buffers,
         topics: tuple[int, ...] | None = None,
+        *, pacer: Pacer | None = None,
     ) -> None:
         self.pub_id = pub_id
         self.publisher = publisher
@@ -56,6 +62,7 @@ class PublisherRunner:
         """MEASURE messages sent, per topic id."""
         self.published_total = 0
         self._delay = buffers.publish_delay
+        self._pacer = pacer
 
     async def probe(self) -> None:
         """Send one PROBE message on every topic."""
@@ -101,7 +108,14 @@ class PublisherRunner:
                 await asyncio.sleep(delay)
             await self._closed_loop(measure_start_ns, measure_end_ns)
         else:
-            await self._open_loop(Schedule(start_ns, self.rate), measure_start_ns, measure_end_ns)
+            pacer = self._pacer if self._pacer is not None else acquire_pacer()
+            try:
+                await self._open_loop(
+                    pacer, Schedule(start_ns, self.rate), measure_start_ns, measure_end_ns
+                )
+            finally:
+                if self._pacer is None:
+                    release_pacer(pacer)
 
     async def _closed_loop(self, measure_start_ns: int, measure_end_ns: int) -> None:
         batch = self.batch
@@ -116,17 +130,27 @@ class PublisherRunner:
             i += batch
             await asyncio.sleep(0)
 
-    async def _open_loop(self, sched: Schedule, measure_start_ns: int, measure_end_ns: int) -> None:
+    async def _open_loop(self, pacer: Pacer, sched: Schedule, measure_start_ns: int,
+                         measure_end_ns: int) -> None:
         total = sched.count_before(measure_end_ns)
         first_measured = sched.count_before(measure_start_ns)
         batch = self.batch
         delay = self._delay
         i = 0
+        yielded = True
         while i < total:
-            now = time.monotonic_ns()
+            now = pacer.now_ns()
             due = min(sched.due_count(now), total)
             if due <= i:
-                await asyncio.sleep(max(MIN_SLEEP_S, (sched.intended_ns(i) - now) / 1e9))
+                await pacer.wait_until(sched.intended_ns(i))
+                yielded = True
+                continue
+            if not yielded:
+                # Behind the schedule: let the loop's other work (receivers, reports) run
+                # between batches, then send all that is due by then. On schedule the wait
+                # above yields instead.
+                await asyncio.sleep(0)
+                yielded = True
                 continue
             end = min(due, i + batch)
             if i < first_measured:
@@ -137,4 +161,4 @@ class PublisherRunner:
             if kind == _MEASURE:
                 delay.frombytes((now - intendeds).tobytes())
             i = end
-            await asyncio.sleep(0)
+            yielded = False
