@@ -36,9 +36,13 @@ HISTORY = (
            "per-process costs, per-second series, encoded HdrHistograms, per-subscriber "
            "totals."),
     Change(2, "2026-12-02", "Delivery semantics: config.pattern (broadcast, tasks, rpc); the "
-           "summary's counters are one set (Counters), adding redelivered; per-subscriber "
-           "records carry the same counters (disconnected -> disconnected_subscribers) and, for "
-           "a shared group, the group; unknown keys are tolerated everywhere."),
+           "summary's counters are one set (Counters), adding redelivered, orphaned, late, "
+           "timeouts and orphan_replies; per-subscriber records carry the same counters "
+           "(disconnected -> disconnected_subscribers) and, for a shared group, the group; "
+           "groups (tasks: shares, fairness, utilisation, recovery), legs (rpc: request leg, "
+           "service, reply leg), limits (the run's first limit) and cpu_pressure; per process "
+           "cpu_wait_s, core_share, nivcsw, busiest_thread_share; summary.duration_s is the "
+           "time actually measured; unknown keys are tolerated everywhere."),
 )
 
 
