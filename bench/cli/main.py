@@ -6,10 +6,15 @@ Bad input exits with code 2 and one line on stderr; a run that failed exits
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import json
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -188,28 +193,110 @@ def _int(text: str, what: str) -> int:
         raise ConfigError(f"{what} takes a whole number or 'auto', got {text!r}") from None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: handled like Ctrl-C (the coordinator catches
+    KeyboardInterrupt and writes the partial result); ``str(exc)`` names the signal."""
+
+
+class _StopSignals:
+    """Turns SIGTERM and SIGHUP into :class:`Terminated` while a run measures.
+
+    CI cancelling a job, ``timeout`` and a closed terminal send these: without a
+    handler the process dies at once and what was measured is lost. Only the first
+    signal raises; later ones (while the partial result is being collected) are
+    remembered, not raised, so they cannot cut the shutdown short.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        """The signal that ended the run, if one did."""
+        self.late: str | None = None
+        """A signal that came when it could no longer stop anything."""
+        self.armed = True
+
+    def _handle(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.armed:
+            self.armed = False
+            self.received = name
+            raise Terminated(f"terminated by {name}")
+        self.late = self.late or name
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopSignals]:
+        """Install the handlers for the block, restore the previous ones after it."""
+        previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def _run(**params: Any) -> None:
     extra = _target_options()
     err = Console(stderr=True, width=_width(sys.stderr))
-    try:
-        cfg = _build_config(params, extra)
-        cfg.validate()
-        from msgbench.run.coordinator import Coordinator
+    stops = _StopSignals()
+    with stops.installed():
+        try:
+            cfg = _build_config(params, extra)
+            cfg.validate()
+            from msgbench.run.coordinator import Coordinator
 
-        coordinator = Coordinator(cfg, ConsoleProgress(err, quiet=params["quiet"]))
-        result = coordinator.run()
-    except (ConfigError, TargetError) as exc:
-        _fail(str(exc))
-        return
-    path = _result_path(Path(params["out"]), cfg)
-    try:
-        write(result, path)
-    except OSError as exc:
-        err.print(f"msgbench: cannot write the result to {path}: {exc}")
-        path = None  # type: ignore[assignment]
-    _print_result(result, str(path) if path else None, params["json_out"], params["quiet"], err)
-    if result.status == STATUS_FAILED:
+            coordinator = Coordinator(cfg, ConsoleProgress(err, quiet=params["quiet"]))
+            result = coordinator.run()
+        except (ConfigError, TargetError) as exc:
+            _fail(str(exc))
+            return
+        except Terminated as exc:
+            # before the coordinator took over (or after it gave up): nothing was measured
+            click.echo(f"msgbench: {exc}; nothing measured", err=True)
+            sys.exit(EXIT_FAILED)
+        stops.armed = False  # from here on the result is complete: write it whatever comes
+        if stops.received:
+            result = _name_the_signal(result, stops.received)
+        path = _result_path(Path(params["out"]), cfg)
+        saved: Path | None = path
+        try:
+            write(result, path)
+        except OSError as exc:
+            saved = _save_elsewhere(result, path, exc, err)
+        _print_result(result, str(saved) if saved else None, params["json_out"],
+                      params["quiet"], err)
+    if stops.late:
+        err.print(f"msgbench: {stops.late} came while the result was being written; ignored")
+    if result.status == STATUS_FAILED or saved != path:
         sys.exit(EXIT_FAILED)
+
+
+RESULT_FALLBACK_PREFIX = "msgbench-result-"
+CTRL_C_REASON = "interrupted by the user (Ctrl-C)"
+
+
+def _name_the_signal(result: RunResult, name: str) -> RunResult:
+    """The coordinator words every KeyboardInterrupt as Ctrl-C; say which signal it was."""
+    reasons = [f"terminated by {name}" if r == CTRL_C_REASON else r for r in result.reasons]
+    return dataclasses.replace(result, reasons=reasons)
+
+
+def _save_elsewhere(result: RunResult, path: Path, exc: OSError, err: Console) -> Path | None:
+    """The result could not go to ``path``: save it in the temp directory and say where,
+    or, when that fails too, print the document on stderr. Never lose a measurement."""
+    why = exc.strerror or str(exc)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=RESULT_FALLBACK_PREFIX, suffix=".json")
+        os.close(fd)
+        saved = write(result, Path(tmp))
+    except OSError:
+        click.echo(f"msgbench: error: cannot write the result to {path}: {why}; "
+                   "the result document follows on stderr", err=True)
+        sys.stderr.write(json.dumps(result.to_json()) + "\n")
+        return None
+    click.echo(f"msgbench: error: cannot write the result to {path}: {why}; "
+               f"saved it as {saved} instead", err=True)
+    return saved
 
 
 def _print_result(
