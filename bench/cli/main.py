@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 
 from msgbench import __version__
 from msgbench.api.registry import load_target, load_target_class, target_names
 from msgbench.api.target import TargetError, TargetOption
 from msgbench.cli.console import ConsoleProgress, summary_table
+from msgbench.kit.urls import SECRET_ENV
 from msgbench.results.model import STATUS_FAILED, RunResult, write
 from msgbench.workload.config import (
     DEFAULT_DRAIN_TIMEOUT_S,
@@ -64,7 +66,11 @@ def _click_option(opt: TargetOption) -> click.Option:
     kind: Any = click.Choice(opt.choices) if opt.choices else (int if opt.kind == "int" else str)
     if opt.kind == "flag":
         return click.Option([opt.flag], is_flag=True, default=None, help=opt.help)
-    return click.Option([opt.flag], type=kind, default=None, help=opt.help)
+    # an option that may hold a password can come from the environment instead: a command
+    # line is visible to every user of the machine
+    envvar = SECRET_ENV.get(opt.flag)
+    help_text = f"{opt.help} (or set {envvar})" if envvar else opt.help
+    return click.Option([opt.flag], type=kind, default=None, help=help_text, envvar=envvar)
 
 
 LAZY_COMMANDS: dict[str, str] = {
@@ -148,7 +154,11 @@ def _result_path(out: Path, cfg: RunConfig) -> Path:
     return path
 
 
-def _build_config(params: dict[str, Any], extra: dict[str, TargetOption]) -> RunConfig:
+def _build_config(params: dict[str, Any], extra: dict[str, TargetOption],
+                  from_env: frozenset[str] = frozenset()) -> RunConfig:
+    """The run's config; options in ``from_env`` came from the environment and are
+    ignored by targets that do not take them (a MSGBENCH_REDIS_URL exported for the Redis
+    targets must not break an inproc run)."""
     target_name = params["target"]
     target = load_target(target_name)
     own = {o.flag: o for o in target.options}
@@ -157,7 +167,7 @@ def _build_config(params: dict[str, Any], extra: dict[str, TargetOption]) -> Run
         value = params.get(opt.key)
         if flag in own:
             options[opt.key] = own[flag].default if value is None else value
-        elif value is not None:
+        elif value is not None and opt.key not in from_env:
             raise ConfigError(f"{flag} does not apply to target {target_name!r}")
     procs = params["procs"]
     churn = parse_churn(params["churn"])
@@ -239,9 +249,12 @@ def _run(**params: Any) -> None:
     extra = _target_options()
     err = Console(stderr=True, width=_width(sys.stderr))
     stops = _StopSignals()
+    ctx = click.get_current_context()
+    from_env = frozenset(k for k in params
+                         if ctx.get_parameter_source(k) is ParameterSource.ENVIRONMENT)
     with stops.installed():
         try:
-            cfg = _build_config(params, extra)
+            cfg = _build_config(params, extra, from_env)
             cfg.validate()
             from msgbench.run.coordinator import Coordinator
 

@@ -157,6 +157,8 @@ class RespConnection(asyncio.Protocol):
         self.lost: str | None = None
         """Why the connection ended, once it has."""
         self.closing = False
+        self.garbled: str | None = None
+        """Set when a reply was not RESP and the connection was aborted for it."""
         self.on_lost: Callable[[str], None] | None = None
         self._tail = b""
         self._paused = False
@@ -177,6 +179,8 @@ class RespConnection(asyncio.Protocol):
         """Fail everything still waiting and tell ``on_lost``."""
         if self.closing:
             reason = "closed by msgbench"
+        elif self.garbled is not None:
+            reason = self.garbled  # we aborted it: say why, not "closed"
         elif exc is not None:
             reason = f"connection to Redis broke: {_one_line(str(exc)) or type(exc).__name__}"
         else:
@@ -234,7 +238,8 @@ class RespConnection(asyncio.Protocol):
             self._reply(reply)
 
     def _protocol_error(self, exc: Exception) -> None:
-        self.error = RespError(f"garbled reply from Redis: {exc}")
+        self.garbled = f"garbled reply from Redis (is it a Redis server?): {_one_line(str(exc))}"
+        self.error = RespError(self.garbled)
         if self.transport is not None:
             self.transport.abort()
 

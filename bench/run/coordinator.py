@@ -10,7 +10,6 @@ child process is stopped in ``finally`` and what was measured is kept.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from typing import Any, Protocol
 
 from msgbench.api.registry import load_target
 from msgbench.api.target import Endpoint, ServeSpec, TargetError
+from msgbench.kit.urls import mask_url
 from msgbench.results import environment
 from msgbench.results.aggregate import Aggregator
 from msgbench.results.costs import CostMeter
@@ -71,13 +71,10 @@ class NullProgress:
         """See :class:`Progress`."""
 
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>\w[\w+.-]*://)(?P<user>[^:@/]*):[^@/]*@")
-
-
 def _without_secrets(config: dict[str, Any]) -> dict[str, Any]:
     """The config with passwords in URL-valued options masked: results get shared."""
     options = {
-        k: _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", v) if isinstance(v, str) else v
+        k: mask_url(v) if isinstance(v, str) else v
         for k, v in config.get("target_options", {}).items()
     }
     return {**config, "target_options": options}

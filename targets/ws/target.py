@@ -47,6 +47,7 @@ from msgbench.api.target import (
 )
 from msgbench.kit import redis_server
 from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, wait_for_port
+from msgbench.kit.urls import SECRET_ENV
 from msgbench.targets.ws.chat_server import DEFAULT_MAX_CLIENT_BUFFER, DEFAULT_MAX_SIZE
 from msgbench.targets.ws.client import PLACEMENTS, WsClient
 
@@ -120,6 +121,7 @@ class WsTarget(Target):
         with contextlib.ExitStack() as stack:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="msgbench-ws-")))
             extra: list[list[str]] = [[] for _ in range(k)]
+            env: dict[str, str] = {}
             if bridge == "redis":
                 url = opts.get("redis_url")
                 if url:
@@ -130,7 +132,8 @@ class WsTarget(Target):
                     assert srv.pid is not None
                     procs.append(ServerProcess("redis-server", srv.pid))
                     info["redis_version"], info["redis_settings"] = srv.version, srv.settings
-                extra = [["--redis-url", str(url)] for _ in range(k)]
+                # by environment, not argv: a password there is visible to every user (ps)
+                env[SECRET_ENV["--redis-url"]] = str(url)
             ports = _distinct_ports(2 * k if bridge == "zmq" else k)
             if bridge == "zmq":
                 binds = [f"tcp://{LOOPBACK}:{p}" for p in ports[k:]]
@@ -144,7 +147,7 @@ class WsTarget(Target):
                         "--max-client-buffer", str(buffer), "--log-level", "warning",
                         "--max-size", str(info["max_size"]),
                         *extra[i]]
-                proc = spawn_server(argv, log_path=tmp / f"chat-{i}.log")
+                proc = spawn_server(argv, log_path=tmp / f"chat-{i}.log", env=env)
                 stack.callback(stop_process, proc)
                 started.append(proc)
                 procs.append(ServerProcess(f"chat-server {i}", proc.pid))
