@@ -111,6 +111,9 @@ class RunResult:
                 f"result schema version {version} is not supported (this msgbench reads "
                 f"version {SCHEMA_VERSION})"
             )
+        from msgbench.results.validate import validate_document  # it imports this module
+
+        validate_document(data)
         try:
             d = dict(data)
             missing = [k for k in REQUIRED_CONFIG if k not in d["config"]]
@@ -168,6 +171,8 @@ def load(path: Path) -> RunResult:
         raise ResultError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except ValueError as exc:
         raise ResultError(f"{path} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ResultError(f"{path} is nested too deeply to be a result") from None
     try:
         return RunResult.from_json(data)
     except ResultError as exc:
