@@ -8,6 +8,7 @@ import json
 import struct
 import tracemalloc
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from conftest import msgbench_argv
 from msgbench.accounting.histogram import Histogram
 from msgbench.analysis.report import Row, cells
 from msgbench.results.model import ResultError, RunResult, load
-from msgbench.results.validate import validate_document
+from msgbench.results.validate import validate_document, validate_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = sorted((ROOT / "results" / "published").glob("*.json"))
@@ -223,3 +224,21 @@ def test_compare_refuses_nan_in_one_line(tmp_path: Path) -> None:
     r = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "not a finite number" in r.stderr
+
+
+@dataclass(frozen=True)
+class Inner:
+    delivered: int = 0
+
+
+@dataclass(frozen=True)
+class Outer:
+    inner: Inner
+    rate: float
+
+
+def test_a_dataclass_field_may_be_written_flattened_into_its_parent() -> None:
+    validate_fields(Outer, {"rate": 1.0, "delivered": 5})
+    validate_fields(Outer, {"rate": 1.0, "inner": {"delivered": 5}})
+    with pytest.raises(ResultError, match=r"outer\.delivered: expected a whole number"):
+        validate_fields(Outer, {"rate": 1.0, "delivered": "lots"}, "outer")

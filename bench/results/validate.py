@@ -11,12 +11,15 @@ What is checked is derived from the dataclasses of :mod:`msgbench.results.model`
 each field's annotation gives the JSON type it must have, so a field added there is
 checked here without a change. The rules:
 
-* ``int`` fields hold whole non-negative numbers (no bool), ``float`` fields finite
-  non-negative numbers, ``str`` text, ``bool`` true / false, ``X | None`` also null;
+* ``int`` fields hold whole non-negative numbers (no bool; :data:`SIGNED` names the
+  few that may be negative), ``float`` fields finite non-negative numbers, ``str``
+  text, ``bool`` true / false, ``X | None`` also null;
 * ``list[X]`` and ``dict[str, X]`` are checked element by element; ``Any`` is any JSON
   whose numbers are finite;
 * required fields (no default) must be there; unknown keys are tolerated (newer
-  writers), except that a dict shaped by a dataclass is checked only for the keys it has;
+  writers); a ``dict`` field shaped by :data:`SHAPES` is checked for the keys it has;
+  a dataclass-typed field that is absent is looked for flattened into its parent
+  (``Summary.to_json`` writes its ``Counters`` that way);
 * ``status`` is one of the ``STATUS_*`` values; encoded histograms decode within bounds;
 * nesting deeper than :data:`MAX_DEPTH` is refused.
 """
@@ -32,7 +35,7 @@ from typing import Any
 
 from msgbench.accounting.histogram import Histogram, LatencySummary
 from msgbench.results import model
-from msgbench.results.model import ResultError, RunResult, Summary
+from msgbench.results.model import ResultError, RunResult, SecondStats, Summary
 from msgbench.workload.config import RunConfig
 
 MAX_DEPTH = 32
@@ -46,6 +49,10 @@ SHAPES: Mapping[tuple[type, str], type] = {
     (Summary, "publish_delay_ns"): LatencySummary,
 }
 """``dict`` fields whose keys are the fields of another dataclass (checked when present)."""
+SIGNED: frozenset[tuple[type, str]] = frozenset({(SecondStats, "gaps")})
+"""``int`` fields that may be negative: a second's gaps is a change (a late arrival fills a
+gap that an earlier second counted)."""
+TOP = "result"
 STATUSES = frozenset(v for k, v in vars(model).items() if k.startswith("STATUS_"))
 
 
@@ -58,10 +65,20 @@ class _Bad(Exception):
 
 def validate_document(data: Any) -> None:
     """Raise :class:`ResultError` (one line naming the field) unless ``data`` is a result
-    document whose fields have the types and ranges :class:`RunResult` declares."""
+    document (of the current schema version: upgrade older ones first) whose fields have
+    the types and ranges :class:`RunResult` declares, and whose histograms decode."""
+    validate_fields(RunResult, data)
     try:
-        _dataclass(RunResult, data, "result", 0, require=True)
         _histograms(data)
+    except _Bad as exc:
+        raise ResultError(f"malformed result document: {exc}") from None
+
+
+def validate_fields(cls: type, data: Any, what: str = "result") -> None:
+    """Raise :class:`ResultError` unless ``data`` holds the fields of dataclass ``cls`` with
+    the types and ranges of its annotations (the rules in the module docstring)."""
+    try:
+        _dataclass(cls, data, TOP if what == TOP else what, 0, require=True)
     except _Bad as exc:
         raise ResultError(f"malformed result document: {exc}") from None
     except RecursionError:
@@ -77,8 +94,13 @@ def _dataclass(cls: type, value: Any, path: str, depth: int, require: bool) -> N
         raise _Bad(path, f"expected an object, got {_kind(value)}")
     hints = _hints(cls)
     for f in dataclasses.fields(cls):
-        where = f"{path}.{f.name}" if path != "result" else f.name
+        where = f"{path}.{f.name}" if path != TOP else f.name
         if f.name not in value:
+            nested = hints[f.name]
+            if dataclasses.is_dataclass(nested) and isinstance(nested, type):
+                # written flattened into its parent (the summary's Counters): look there
+                _dataclass(nested, value, path, depth + 1, require)
+                continue
             no_default = (f.default is dataclasses.MISSING
                           and f.default_factory is dataclasses.MISSING)
             if require and no_default:
@@ -89,14 +111,16 @@ def _dataclass(cls: type, value: Any, path: str, depth: int, require: bool) -> N
         if shape is not None:
             _dataclass(shape, item, where, depth + 1, require=shape is not RunConfig)
             _any(item, where, depth + 1)  # the keys it does not know: finite JSON at least
+        elif (cls, f.name) in SIGNED:
+            _check(hints[f.name], item, where, depth + 1, signed=True)
         else:
             _check(hints[f.name], item, where, depth + 1)
     if cls is RunResult and value.get("status") not in STATUSES:
         raise _Bad("status", f"must be one of {', '.join(sorted(STATUSES))}")
 
 
-def _check(hint: Any, value: Any, path: str, depth: int) -> None:
-    """``value`` against the annotation ``hint``."""
+def _check(hint: Any, value: Any, path: str, depth: int, signed: bool = False) -> None:
+    """``value`` against the annotation ``hint`` (``signed``: negative numbers allowed)."""
     if depth > MAX_DEPTH:
         raise _Bad(path, "nested too deeply")
     origin = typing.get_origin(hint)
@@ -132,18 +156,18 @@ def _check(hint: Any, value: Any, path: str, depth: int) -> None:
         for k, v in value.items():
             _check(item, v, f"{path}.{k}", depth + 1)
     else:
-        _scalar(hint, value, path)
+        _scalar(hint, value, path, signed)
 
 
-def _scalar(hint: Any, value: Any, path: str) -> None:
+def _scalar(hint: Any, value: Any, path: str, signed: bool = False) -> None:
     if hint is bool:
         if not isinstance(value, bool):
             raise _Bad(path, f"expected true or false, got {_kind(value)}")
     elif hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Bad(path, f"expected a whole number, got {_kind(value)}")
-        if not 0 <= value <= MAX_INT:
-            raise _Bad(path, f"{value} is out of range (0 .. 2**64)")
+        if not (-MAX_INT if signed else 0) <= value <= MAX_INT:
+            raise _Bad(path, f"{value} is out of range ({'-2**64' if signed else '0'} .. 2**64)")
     elif hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _Bad(path, f"expected a number, got {_kind(value)}")
