@@ -225,8 +225,15 @@ class _StopSignals:
         self.late: str | None = None
         """A signal that came when it could no longer stop anything."""
         self.armed = True
+        self.pid = os.getpid()
 
     def _handle(self, signum: int, frame: object) -> None:
+        if os.getpid() != self.pid:
+            # a child forked to exec a server, still running Python: the signal (a process
+            # group's, from ``timeout`` or a terminal) is for it too, so act as it would
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         name = signal.Signals(signum).name
         if self.armed:
             self.armed = False

@@ -17,6 +17,9 @@ from msgbench.kit.urls import SECRET_ENV
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+MAX_SIZE = 1024**3
+"""Largest --max-size / --max-client-buffer (the chat server's MAX_CLIENT_BUFFER; the
+server module is not imported before it is needed)."""
 
 
 def _size(text: str) -> int:
@@ -30,6 +33,8 @@ def _size(text: str) -> int:
         raise click.BadParameter(f"expected a size like 65536, 64k or 4M, got {text!r}") from None
     if value <= 0:
         raise click.BadParameter(f"must be positive, got {text!r}")
+    if value > MAX_SIZE:
+        raise click.BadParameter(f"at most {MAX_SIZE // 1024**2}M, got {text!r}")
     return value
 
 

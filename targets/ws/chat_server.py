@@ -68,6 +68,8 @@ log = logging.getLogger("msgbench.chat")
 
 DEFAULT_MAX_SIZE = 64 * 1024
 DEFAULT_MAX_CLIENT_BUFFER = 4 * 1024 * 1024
+MAX_CLIENT_BUFFER = 1024**3
+"""Largest --max-size and --max-client-buffer: a client may cost the server that much."""
 CLOSE_TIMEOUT_S = 2.0
 BRIDGE_LOST_CODE = 1011
 ROOM_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")

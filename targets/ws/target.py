@@ -48,7 +48,11 @@ from msgbench.api.target import (
 from msgbench.kit import redis_server
 from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, wait_for_port
 from msgbench.kit.urls import SECRET_ENV
-from msgbench.targets.ws.chat_server import DEFAULT_MAX_CLIENT_BUFFER, DEFAULT_MAX_SIZE
+from msgbench.targets.ws.chat_server import (
+    DEFAULT_MAX_CLIENT_BUFFER,
+    DEFAULT_MAX_SIZE,
+    MAX_CLIENT_BUFFER,
+)
 from msgbench.targets.ws.client import PLACEMENTS, WsClient
 
 START_TIMEOUT_S = 15.0
@@ -56,6 +60,8 @@ STATS_TIMEOUT_S = 1.0
 SERVE_CHAT = (sys.executable, "-m", "msgbench.cli.serve_cmd", "chat")
 """``msgbench serve chat`` without loading every target first (a second faster to start)."""
 BRIDGES = ("none", "redis", "zmq")
+MAX_SERVERS = 32
+"""Chat servers one run may start: each is a Python process of about 45 MiB."""
 _WEBSOCKETS_VERSION = version("websockets")
 
 
@@ -87,16 +93,16 @@ class WsTarget(Target):
         """Reject server counts, bridges and placements that cannot work."""
         k = _servers(options)
         bridge = options.get("bridge") or "none"
-        if k < 1:
-            raise TargetError(f"--servers must be at least 1, got {k}")
+        if not 1 <= k <= MAX_SERVERS:
+            raise TargetError(f"--servers must be from 1 to {MAX_SERVERS}, got {k}")
         if k > 1 and bridge == "none":
             raise TargetError(f"--servers {k} needs --bridge redis or zmq: unbridged chat "
                               "servers do not share messages")
         if options.get("ws_placement") == "cross" and k < 2:
             raise TargetError("--ws-placement cross needs --servers 2 or more")
         buffer = options.get("max_client_buffer")
-        if buffer is not None and int(buffer) < 1:
-            raise TargetError("--max-client-buffer must be a positive number of bytes")
+        if buffer is not None and not 1 <= int(buffer) <= MAX_CLIENT_BUFFER:
+            raise TargetError(f"--max-client-buffer must be from 1 to {MAX_CLIENT_BUFFER} bytes")
         if options.get("redis_url") and bridge != "redis":
             raise TargetError("--redis-url applies to --bridge redis only")
         if bridge == "redis" and not options.get("redis_url"):
