@@ -191,6 +191,10 @@ class RespConnection(asyncio.Protocol):
             head = self.pending.popleft()
             if isinstance(head, asyncio.Future) and not head.done():
                 head.set_exception(err)
+                # Marked as seen: whoever still awaits it gets the error all the same, but a
+                # call nobody awaits any more (a reader cancelled by Ctrl-C) must not end in
+                # "Future exception was never retrieved"; the loss itself goes to on_lost.
+                head.exception()
         self._wake(err)
         if self.on_lost is not None and not self.closing:
             self.on_lost(reason)

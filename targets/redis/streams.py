@@ -147,9 +147,14 @@ class _StreamSubscription(Subscription):
                     if mark.added is not None:
                         mark.added += len(entries)
                     behind |= len(entries) >= self.behind_at
-        except (RespError, TimeoutError) as exc:
+        except TimeoutError:
             if not self.closed:
-                self.sink.disconnected(f"redis-streams reader stopped: {exc or 'timeout'}")
+                self.sink.disconnected(f"redis-streams reader stopped: Redis did not answer "
+                                       f"XREAD within {wait:g} s (stopped or hung?)")
+        except RespError as exc:
+            if not self.closed:
+                self.sink.disconnected(f"redis-streams reader stopped: "
+                                       f"{exc or type(exc).__name__}")
 
     def _check(self, key: str, info: Any) -> None:
         dropped = trimmed_past(info, self.cursor[key])
