@@ -6,15 +6,10 @@ Bad input exits with code 2 and one line on stderr; a run that failed exits
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import importlib
 import json
-import os
-import signal
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +22,7 @@ from msgbench import __version__
 from msgbench.api.registry import load_target, load_target_class, target_names
 from msgbench.api.target import TargetError, TargetOption
 from msgbench.cli.console import ConsoleProgress, summary_table
+from msgbench.cli.interrupts import StopSignals, Terminated, name_the_signal, save_elsewhere
 from msgbench.kit.urls import SECRET_ENV
 from msgbench.results.model import STATUS_FAILED, RunResult, write
 from msgbench.workload.config import (
@@ -203,59 +199,10 @@ def _int(text: str, what: str) -> int:
         raise ConfigError(f"{what} takes a whole number or 'auto', got {text!r}") from None
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived: handled like Ctrl-C (the coordinator catches
-    KeyboardInterrupt and writes the partial result); ``str(exc)`` names the signal."""
-
-
-class _StopSignals:
-    """Turns SIGTERM and SIGHUP into :class:`Terminated` while a run measures.
-
-    CI cancelling a job, ``timeout`` and a closed terminal send these: without a
-    handler the process dies at once and what was measured is lost. Only the first
-    signal raises; later ones (while the partial result is being collected) are
-    remembered, not raised, so they cannot cut the shutdown short.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        """The signal that ended the run, if one did."""
-        self.late: str | None = None
-        """A signal that came when it could no longer stop anything."""
-        self.armed = True
-        self.pid = os.getpid()
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if os.getpid() != self.pid:
-            # a child forked to exec a server, still running Python: the signal (a process
-            # group's, from ``timeout`` or a terminal) is for it too, so act as it would
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        name = signal.Signals(signum).name
-        if self.armed:
-            self.armed = False
-            self.received = name
-            raise Terminated(f"terminated by {name}")
-        self.late = self.late or name
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[_StopSignals]:
-        """Install the handlers for the block, restore the previous ones after it."""
-        previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
 def _run(**params: Any) -> None:
     extra = _target_options()
     err = Console(stderr=True, width=_width(sys.stderr))
-    stops = _StopSignals()
+    stops = StopSignals()
     ctx = click.get_current_context()
     from_env = frozenset(k for k in params
                          if ctx.get_parameter_source(k) is ParameterSource.ENVIRONMENT)
@@ -276,47 +223,19 @@ def _run(**params: Any) -> None:
             sys.exit(EXIT_FAILED)
         stops.armed = False  # from here on the result is complete: write it whatever comes
         if stops.received:
-            result = _name_the_signal(result, stops.received)
+            result = name_the_signal(result, stops.received)
         path = _result_path(Path(params["out"]), cfg)
         saved: Path | None = path
         try:
             write(result, path)
         except OSError as exc:
-            saved = _save_elsewhere(result, path, exc, err)
+            saved = save_elsewhere(result, path, exc)
         _print_result(result, str(saved) if saved else None, params["json_out"],
                       params["quiet"], err)
     if stops.late:
         err.print(f"msgbench: {stops.late} came while the result was being written; ignored")
     if result.status == STATUS_FAILED or saved != path:
         sys.exit(EXIT_FAILED)
-
-
-RESULT_FALLBACK_PREFIX = "msgbench-result-"
-CTRL_C_REASON = "interrupted by the user (Ctrl-C)"
-
-
-def _name_the_signal(result: RunResult, name: str) -> RunResult:
-    """The coordinator words every KeyboardInterrupt as Ctrl-C; say which signal it was."""
-    reasons = [f"terminated by {name}" if r == CTRL_C_REASON else r for r in result.reasons]
-    return dataclasses.replace(result, reasons=reasons)
-
-
-def _save_elsewhere(result: RunResult, path: Path, exc: OSError, err: Console) -> Path | None:
-    """The result could not go to ``path``: save it in the temp directory and say where,
-    or, when that fails too, print the document on stderr. Never lose a measurement."""
-    why = exc.strerror or str(exc)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=RESULT_FALLBACK_PREFIX, suffix=".json")
-        os.close(fd)
-        saved = write(result, Path(tmp))
-    except OSError:
-        click.echo(f"msgbench: error: cannot write the result to {path}: {why}; "
-                   "the result document follows on stderr", err=True)
-        sys.stderr.write(json.dumps(result.to_json()) + "\n")
-        return None
-    click.echo(f"msgbench: error: cannot write the result to {path}: {why}; "
-               f"saved it as {saved} instead", err=True)
-    return saved
 
 
 def _print_result(
