@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, wait_for_port
 from msgbench.kit.redis_server import check_installed, private_server
+from msgbench.targets.ws.chat_hub import LOG_SUMMARY_S
 from msgbench.targets.ws.target import SERVE_CHAT
 
 START_TIMEOUT_S = 15.0
@@ -406,3 +407,30 @@ def test_lost_or_stalled_bridge_closes_clients_once_and_exits_1(
     assert len(lost) == 2, lines  # the server's log line and the exit message
     if sig == signal.SIGSTOP:
         assert "did not answer" in lost[0]
+
+
+def test_many_slow_clients_are_one_log_line_and_a_count(tmp_path: Path) -> None:
+    slow_clients, size = 12, 64 * 1024
+
+    async def scenario(port: int) -> None:
+        slow = [_raw_handshake(port, "r", rcvbuf=4096) for _ in range(slow_clients)]
+        sender = await connect(f"ws://{LOOPBACK}:{port}/ws?room=r&listen=0")
+        deadline = time.monotonic() + STALL_DEADLINE_S
+        while stats(port)["slow_disconnects"] < slow_clients:
+            assert time.monotonic() < deadline, stats(port)
+            for _ in range(16):
+                await sender.send(bytes(size))
+            await asyncio.sleep(0.01)
+        await sender.close()
+        for s in slow:
+            s.close()
+
+    with chat_process(tmp_path, "--max-client-buffer", "256k") as (port, _, log):
+        asyncio.run(scenario(port))
+        time.sleep(LOG_SUMMARY_S + 1)  # the count comes once the window closes
+        lines = log.read_text().splitlines()
+    dropped = [ln for ln in lines if "disconnect slow client" in ln]
+    counted = [ln for ln in lines if "more slow clients disconnected" in ln]
+    assert len(dropped) == 1, dropped
+    more = sum(int(ln.split("... and ")[1].split()[0]) for ln in counted)
+    assert counted and more == slow_clients - 1, lines
