@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, wait_for_port
 from msgbench.kit.redis_server import check_installed, private_server
+from msgbench.targets.ws.chat_hub import LOG_SUMMARY_S
 from msgbench.targets.ws.target import SERVE_CHAT
 
 START_TIMEOUT_S = 15.0
@@ -235,7 +241,7 @@ def test_unreachable_redis_is_one_line_exit_2() -> None:
                     f"redis://{LOOPBACK}:{dead}")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"cannot reach Redis at {LOOPBACK}:{dead}" in lines[0]
+    assert len(lines) == 1 and f"cannot reach Redis at redis://{LOOPBACK}:{dead}/0" in lines[0]
     r = _serve_chat("--bridge", "zmq")
     assert r.returncode == 2 and "--zmq-bind" in r.stderr
 
@@ -296,3 +302,135 @@ async def _next(ws: ClientConnection, word: str) -> bool:
     while True:
         if await asyncio.wait_for(ws.recv(), 0.05) == word:
             return True
+
+
+@contextmanager
+def chat_process(tmp_path: Path, *args: str, env: dict[str, str] | None = None
+                 ) -> Iterator[tuple[int, subprocess.Popen[bytes], Path]]:
+    """Like :func:`chat_server`, but yields (port, process, log) and accepts any exit."""
+    port = free_port()
+    log = tmp_path / "chat.log"
+    proc = spawn_server([*SERVE_CHAT, "--port", str(port), *args], log_path=log, env=env)
+    try:
+        wait_for_port(LOOPBACK, port, START_TIMEOUT_S, proc)
+        yield port, proc, log
+    finally:
+        stop_process(proc)
+
+
+PING_FLOOD_BYTES = 48 * 1024 * 1024
+MEMORY_SLACK = 24 * 1024 * 1024
+"""A ping flood of PING_FLOOD_BYTES must cost the server far less than that."""
+
+
+def test_ping_flood_counts_against_the_client_buffer(tmp_path: Path) -> None:
+    mask = b"\x01\x02\x03\x04"
+    ping = b"\x89\xfd" + mask + bytes(125)  # masked ping, 125 bytes: the pong is as big
+    burst = ping * 512
+    with chat_process(tmp_path, "--max-client-buffer", "1M") as (port, proc, _):
+        server = psutil.Process(proc.pid)
+        before = server.memory_info().rss
+        flood = _raw_handshake(port, "p", rcvbuf=4096)  # never reads a pong
+        sent = 0
+        with contextlib.suppress(OSError):  # reset once the server drops it
+            while sent < PING_FLOOD_BYTES:
+                flood.sendall(burst)
+                sent += len(burst)
+        peak = server.memory_info().rss
+        flood.close()
+        assert sent < PING_FLOOD_BYTES, "the server kept answering a client that never reads"
+        assert peak - before < MEMORY_SLACK, f"server grew by {(peak - before) >> 20} MiB"
+        assert stats(port)["slow_disconnects"] == 1
+        assert server.memory_info().rss - before < MEMORY_SLACK
+
+
+def _handshake_status(port: int, **headers: str) -> int:
+    """Status code of a WebSocket handshake with these extra headers (Host may be one)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    fields = {"Host": f"{LOOPBACK}:{port}", "Upgrade": "websocket", "Connection": "Upgrade",
+              "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13", **headers}
+    with socket.create_connection((LOOPBACK, port), timeout=RECV_TIMEOUT_S) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+        sock.sendall(f"GET /ws?room=o HTTP/1.1\r\n{head}\r\n".encode())
+        return int(sock.recv(64).split(b" ")[1])
+
+
+def test_only_its_own_page_and_allowed_origins_may_connect(tmp_path: Path) -> None:
+    other = "https://chat.example.com"
+    with chat_process(tmp_path, "--allow-origin", other) as (port, _, _):
+        own = f"http://{LOOPBACK}:{port}"
+        assert _handshake_status(port) == 101  # no Origin: not a browser (msgbench's clients)
+        assert _handshake_status(port, Origin=own) == 101
+        assert _handshake_status(port, Origin=f"http://localhost:{port}",
+                                 Host=f"localhost:{port}") == 101
+        assert _handshake_status(port, Origin=other) == 101
+        assert _handshake_status(port, Origin="http://evil.example") == 403
+        assert _handshake_status(port, Origin="null") == 403
+        # DNS rebinding: a foreign name resolved to 127.0.0.1 is "same origin" only in name
+        assert _handshake_status(port, Origin=f"http://evil.example:{port}",
+                                 Host=f"evil.example:{port}") == 403
+        assert stats(port)["origins_refused"] == 3
+
+
+STALL_DEADLINE_S = 3.0 + 1.0 + 0.5 + 3.0
+"""Stall timeout, check period, close grace, and slack for a busy machine."""
+
+
+@pytest.mark.skipif(check_installed() is not None, reason="redis-server not installed")
+@pytest.mark.parametrize("sig", [signal.SIGSTOP, signal.SIGKILL])
+def test_lost_or_stalled_bridge_closes_clients_once_and_exits_1(
+        tmp_path: Path, sig: signal.Signals) -> None:
+    async def scenario(port: int) -> float:
+        ws = await join(port, "s")
+        os.kill(redis_pid, sig)
+        t0 = time.monotonic()
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), STALL_DEADLINE_S)
+        assert ws.close_code == 1011, ws.close_code
+        return time.monotonic() - t0
+
+    with private_server() as redis:
+        assert redis.pid is not None
+        redis_pid = redis.pid
+        env = {"MSGBENCH_REDIS_URL": redis.url}
+        try:
+            with chat_process(tmp_path, "--bridge", "redis", env=env) as (port, proc, log):
+                took = asyncio.run(scenario(port))
+                assert proc.wait(STALL_DEADLINE_S) == 1
+        finally:
+            if sig == signal.SIGSTOP:
+                os.kill(redis_pid, signal.SIGCONT)
+    assert took < STALL_DEADLINE_S
+    lines = log.read_text().splitlines()
+    lost = [ln for ln in lines if "lost the redis bridge" in ln]
+    assert len(lost) == 2, lines  # the server's log line and the exit message
+    if sig == signal.SIGSTOP:
+        assert "did not answer" in lost[0]
+
+
+def test_many_slow_clients_are_one_log_line_and_a_count(tmp_path: Path) -> None:
+    slow_clients, size = 12, 64 * 1024
+
+    async def scenario(port: int) -> None:
+        slow = [_raw_handshake(port, "r", rcvbuf=4096) for _ in range(slow_clients)]
+        sender = await connect(f"ws://{LOOPBACK}:{port}/ws?room=r&listen=0")
+        deadline = time.monotonic() + STALL_DEADLINE_S
+        while stats(port)["slow_disconnects"] < slow_clients:
+            assert time.monotonic() < deadline, stats(port)
+            for _ in range(16):
+                await sender.send(bytes(size))
+            await asyncio.sleep(0.01)
+        await sender.close()
+        for s in slow:
+            s.close()
+
+    with chat_process(tmp_path, "--max-client-buffer", "256k") as (port, _, log):
+        asyncio.run(scenario(port))
+        time.sleep(LOG_SUMMARY_S + 1)  # the count comes once the window closes
+        lines = log.read_text().splitlines()
+    dropped = [ln for ln in lines if "disconnect slow client" in ln]
+    counted = [ln for ln in lines if "more slow clients disconnected" in ln]
+    assert len(dropped) == 1, dropped
+    more = sum(int(ln.split("... and ")[1].split()[0]) for ln in counted)
+    assert counted and more == slow_clients - 1, lines

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from msgbench.run.plan import plan_workers
@@ -58,3 +60,47 @@ def test_plan_separates_roles_and_covers_every_client() -> None:
     assert all(not (w.pubs and w.subs) for w in plans)
     assert len(plan_workers(RunConfig(pubs=4, subs=32, procs=6), False)) == 6
     assert len(plan_workers(cfg, colocated=True)) == 1
+
+
+BEYOND_BOUNDS = [
+    (["--size", "10000000000"], "--size"),
+    (["--size", "100000000"], "--size"),
+    (["--size", "2000000", "--rate", "10"], "lower --batch"),
+    (["--batch", "1000000000"], "--batch"),
+    (["--batch", "1e9"], "--batch"),
+    (["--rate", "1e300"], "--rate"),
+    (["-d", "1000000h"], "--duration"),
+    (["-w", "1000000h"], "--warmup"),
+    (["--probe-timeout", "1000000h"], "--probe-timeout"),
+    (["--drain-timeout", "1000000h"], "--drain-timeout"),
+    (["--sub-delay", "1000h"], "--sub-delay"),
+    (["--churn", "1ms/1000000h"], "--churn"),
+    (["-t", "zmq", "--procs", "100000"], "--procs"),
+    (["-t", "zmq", "--zmq-sockbuf", "99999999999"], "--zmq-sockbuf"),
+    (["-t", "zmq", "--hwm", "99999999999"], "--hwm"),
+    (["-t", "ws", "--servers", "200", "--bridge", "zmq"], "--servers"),
+    (["-t", "ws", "--max-client-buffer", "99999999999999"], "--max-client-buffer"),
+    (["-t", "redis-streams", "--stream-maxlen", "99999999999999999999999"], "--stream-maxlen"),
+    (["-t", "redis", "--redis-buffer-limit", "99999999999999999999gb"], "--redis-buffer-limit"),
+]
+
+
+@pytest.mark.parametrize(("args", "flag"), BEYOND_BOUNDS, ids=[" ".join(a) for a, _ in
+                                                                BEYOND_BOUNDS])
+def test_values_beyond_bounds_are_one_line_exit_2(run_cli: Any, args: list[str],
+                                                  flag: str) -> None:
+    r = run_cli("run", *args, "-q", timeout=30)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and flag in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and not r.result_files()
+
+
+def test_serve_chat_sizes_are_bounded() -> None:
+    import subprocess
+    import sys
+
+    for opt in ("--max-size", "--max-client-buffer"):
+        r = subprocess.run([sys.executable, "-m", "msgbench", "serve", "chat", opt, "99G"],
+                           capture_output=True, text=True, timeout=30, check=False)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -312,3 +312,68 @@ def test_killed_redis_server_fails_the_run_quickly(tmp_path: Path) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+@pytest.fixture(params=[b"HTTP/1.1 400 Bad Request\r\n\r\n", b"SSH-2.0-OpenSSH_9.2\r\n"],
+                ids=["http", "ssh"])
+def not_redis(request: pytest.FixtureRequest) -> Iterator[int]:
+    """A loopback service that answers every connection with ``request.param`` (not RESP)."""
+    import socket
+    import threading
+
+    banner: bytes = request.param
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(banner)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        srv.close()
+
+
+@pytest.mark.parametrize("target", [["redis"], ["redis-streams"], ["ws", "--bridge", "redis"]])
+def test_a_service_that_is_not_redis_is_one_line(run_cli: Any, not_redis: int,
+                                                 target: list[str]) -> None:
+    r = run_cli("run", "-t", *target, "--redis-url", f"redis://127.0.0.1:{not_redis}", *SHORT)
+    assert "does not speak Redis" in _one_error_line(r)
+
+
+def test_calls_nobody_awaits_end_quietly_when_the_connection_goes() -> None:
+    """Ctrl-C while a redis-streams reader waits: its pending calls fail without
+    "Future exception was never retrieved"."""
+    import gc
+
+    from msgbench.kit.redis_cluster import connect
+
+    async def scenario(url: str) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: seen.append(ctx))
+        conn = await connect(parse_url(url), RespConnection)
+        waiting = conn.send_call(command("BLPOP", "msgbench:nothing", 0))
+        queued = conn.send_call(command("PING"))
+        assert conn.transport is not None
+        conn.transport.abort()
+        await asyncio.sleep(0.05)
+        assert waiting.done() and queued.done()
+        del waiting, queued
+        gc.collect()
+        await asyncio.sleep(0)
+        return seen
+
+    with private_server() as server:
+        seen = asyncio.run(scenario(server.url))
+    assert not seen, [ctx.get("message") for ctx in seen]

@@ -10,6 +10,10 @@ merged count by count, never by averaging percentiles.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import struct
+import zlib
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +26,14 @@ HIGHEST_NS = 3_600_000_000_000  # one hour: anything slower is a hang, not a lat
 SIGNIFICANT_FIGURES = 3
 
 PERCENTILES: Mapping[str, float] = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
+
+_OUTER = struct.Struct(">II")
+"""HdrHistogram's compressed wrapper: cookie, length of the zlib part."""
+_PAYLOAD = struct.Struct(">IIIIqqd")
+"""The decompressed payload header: cookie, counts bytes, normalizing offset, significant
+figures, lowest and highest trackable value, conversion ratio; varint counts follow."""
+_VARINT_MAX_BYTES = 9
+"""A 64-bit count takes at most 9 bytes in HdrHistogram's varint encoding (its own bound)."""
 
 
 @dataclass(frozen=True)
@@ -113,9 +125,16 @@ class Histogram:
 
     @classmethod
     def decode(cls, encoded: str, out_of_range: int = 0) -> Histogram:
-        """Inverse of :meth:`encode`."""
+        """Inverse of :meth:`encode`.
+
+        Raises ValueError with one line for anything that is not a histogram msgbench
+        wrote: bad base64 or zlib, other settings (whose counts array could be any size),
+        or a payload that would decompress past the largest one these settings can have
+        (a zlib bomb is refused after at most that many bytes, not after gigabytes).
+        """
         hist = cls()
         if encoded:
+            check_encoded(encoded, hist.hdr.counts_len)
             try:
                 hist.hdr.decode_and_add(encoded)
             except Exception as exc:  # binascii, zlib, hdrh's own: all mean "corrupt"
@@ -142,3 +161,35 @@ class Histogram:
             p999=self.value_at(99.9),
             max=int(h.get_max_value()),
         )
+
+
+def check_encoded(encoded: str, counts_len: int) -> None:
+    """Refuse ``encoded`` (ValueError, one line) unless it is HdrHistogram's compressed form
+    with msgbench's settings and at most ``counts_len`` counts, decompressing no more than
+    such a payload can take."""
+    if not isinstance(encoded, str) or not encoded.isascii():
+        raise ValueError("corrupt encoded histogram: not base64 text")
+    limit = _PAYLOAD.size + counts_len * _VARINT_MAX_BYTES
+    if len(encoded) > (limit + _OUTER.size) * 4 // 3 + 8:
+        raise ValueError(f"corrupt encoded histogram: {len(encoded)} characters, more than "
+                         "any msgbench histogram needs")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"corrupt encoded histogram: {exc}") from None
+    if len(raw) < _OUTER.size:
+        raise ValueError("corrupt encoded histogram: too short")
+    inflate = zlib.decompressobj()
+    try:
+        data = inflate.decompress(raw[_OUTER.size :], limit + 1)
+    except zlib.error as exc:
+        raise ValueError(f"corrupt encoded histogram: {exc}") from None
+    if len(data) > limit or inflate.unconsumed_tail:
+        raise ValueError(f"corrupt encoded histogram: it expands past {limit} bytes, the "
+                         "most a msgbench histogram can take (a zlib bomb?)")
+    if len(data) < _PAYLOAD.size:
+        raise ValueError("corrupt encoded histogram: payload too short")
+    _, _, _, figures, lowest, highest, _ = _PAYLOAD.unpack_from(data)
+    if (lowest, highest, figures) != (LOWEST_NS, HIGHEST_NS, SIGNIFICANT_FIGURES):
+        raise ValueError(f"encoded histogram has other settings (range {lowest}..{highest}, "
+                         f"{figures} figures) than msgbench's")

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 
 from msgbench import __version__
 from msgbench.api.registry import all_options, load_target, target_names
 from msgbench.api.target import TargetError, TargetOption
 from msgbench.cli.console import ConsoleProgress, summary_table
+from msgbench.cli.interrupts import StopSignals, Terminated, name_the_signal, save_elsewhere
+from msgbench.kit.urls import SECRET_ENV
 from msgbench.results.model import STATUS_FAILED, RunResult, write
 from msgbench.workload.config import (
     DEFAULT_DRAIN_TIMEOUT_S,
@@ -57,7 +60,11 @@ def _click_option(opt: TargetOption) -> click.Option:
     kind: Any = click.Choice(opt.choices) if opt.choices else (int if opt.kind == "int" else str)
     if opt.kind == "flag":
         return click.Option([opt.flag], is_flag=True, default=None, help=opt.help)
-    return click.Option([opt.flag], type=kind, default=None, help=opt.help)
+    # an option that may hold a password can come from the environment instead: a command
+    # line is visible to every user of the machine
+    envvar = SECRET_ENV.get(opt.flag)
+    help_text = f"{opt.help} (or set {envvar})" if envvar else opt.help
+    return click.Option([opt.flag], type=kind, default=None, help=help_text, envvar=envvar)
 
 
 LAZY_COMMANDS: dict[str, str] = {
@@ -141,7 +148,11 @@ def _result_path(out: Path, cfg: RunConfig) -> Path:
     return path
 
 
-def _build_config(params: dict[str, Any], extra: dict[str, TargetOption]) -> RunConfig:
+def _build_config(params: dict[str, Any], extra: dict[str, TargetOption],
+                  from_env: frozenset[str] = frozenset()) -> RunConfig:
+    """The run's config; options in ``from_env`` came from the environment and are
+    ignored by targets that do not take them (a MSGBENCH_REDIS_URL exported for the Redis
+    targets must not break an inproc run)."""
     target_name = params["target"]
     target = load_target(target_name)
     own = {o.flag: o for o in target.options}
@@ -150,7 +161,7 @@ def _build_config(params: dict[str, Any], extra: dict[str, TargetOption]) -> Run
         value = params.get(opt.key)
         if flag in own:
             options[opt.key] = own[flag].default if value is None else value
-        elif value is not None:
+        elif value is not None and opt.key not in from_env:
             raise ConfigError(f"{flag} does not apply to target {target_name!r}")
     procs = params["procs"]
     churn = parse_churn(params["churn"])
@@ -196,24 +207,39 @@ def _int(text: str, what: str) -> int:
 def _run(**params: Any) -> None:
     extra = _target_options()
     err = Console(stderr=True, width=_width(sys.stderr))
-    try:
-        cfg = _build_config(params, extra)
-        cfg.validate()
-        from msgbench.run.coordinator import Coordinator
+    stops = StopSignals()
+    ctx = click.get_current_context()
+    from_env = frozenset(k for k in params
+                         if ctx.get_parameter_source(k) is ParameterSource.ENVIRONMENT)
+    with stops.installed():
+        try:
+            cfg = _build_config(params, extra, from_env)
+            cfg.validate()
+            from msgbench.run.coordinator import Coordinator
 
-        coordinator = Coordinator(cfg, ConsoleProgress(err, quiet=params["quiet"]))
-        result = coordinator.run()
-    except (ConfigError, TargetError) as exc:
-        _fail(str(exc))
-        return
-    path = _result_path(Path(params["out"]), cfg)
-    try:
-        write(result, path)
-    except OSError as exc:
-        err.print(f"msgbench: cannot write the result to {path}: {exc}")
-        path = None  # type: ignore[assignment]
-    _print_result(result, str(path) if path else None, params["json_out"], params["quiet"], err)
-    if result.status == STATUS_FAILED:
+            coordinator = Coordinator(cfg, ConsoleProgress(err, quiet=params["quiet"]))
+            result = coordinator.run()
+        except (ConfigError, TargetError) as exc:
+            _fail(str(exc))
+            return
+        except Terminated as exc:
+            # before the coordinator took over (or after it gave up): nothing was measured
+            click.echo(f"msgbench: {exc}; nothing measured", err=True)
+            sys.exit(EXIT_FAILED)
+        stops.armed = False  # from here on the result is complete: write it whatever comes
+        if stops.received:
+            result = name_the_signal(result, stops.received)
+        path = _result_path(Path(params["out"]), cfg)
+        saved: Path | None = path
+        try:
+            write(result, path)
+        except OSError as exc:
+            saved = save_elsewhere(result, path, exc)
+        _print_result(result, str(saved) if saved else None, params["json_out"],
+                      params["quiet"], err)
+    if stops.late:
+        err.print(f"msgbench: {stops.late} came while the result was being written; ignored")
+    if result.status == STATUS_FAILED or saved != path:
         sys.exit(EXIT_FAILED)
 
 

@@ -13,8 +13,13 @@ import sys
 
 import click
 
+from msgbench.kit.urls import SECRET_ENV
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+MAX_SIZE = 1024**3
+"""Largest --max-size / --max-client-buffer (the chat server's MAX_CLIENT_BUFFER; the
+server module is not imported before it is needed)."""
 
 
 def _size(text: str) -> int:
@@ -28,6 +33,8 @@ def _size(text: str) -> int:
         raise click.BadParameter(f"expected a size like 65536, 64k or 4M, got {text!r}") from None
     if value <= 0:
         raise click.BadParameter(f"must be positive, got {text!r}")
+    if value > MAX_SIZE:
+        raise click.BadParameter(f"at most {MAX_SIZE // 1024**2}M, got {text!r}")
     return value
 
 
@@ -56,7 +63,9 @@ def serve() -> None:
               help="TCP port for the page (/), the WebSocket (/ws) and /stats.")
 @click.option("--bridge", type=click.Choice(["none", "redis", "zmq"]), default="none",
               show_default=True, help="How several servers share messages.")
-@click.option("--redis-url", default=None, help="Redis for --bridge redis (redis://host:port).")
+@click.option("--redis-url", default=None, envvar=SECRET_ENV["--redis-url"],
+              help="Redis for --bridge redis (redis://[:password@]host:port); or set "
+                   f"{SECRET_ENV['--redis-url']}, which keeps a password out of `ps`.")
 @click.option("--zmq-bind", default=None,
               help="PUB endpoint of this server for --bridge zmq (tcp://127.0.0.1:PORT).")
 @click.option("--zmq-peer", "zmq_peers", multiple=True,
@@ -67,11 +76,15 @@ def serve() -> None:
               help="Largest message a client may send; bigger ones close it with 1009.")
 @click.option("--max-client-buffer", type=_Size(), default="4M", show_default=True,
               help="Bytes waiting for a client beyond which it is disconnected (1008).")
+@click.option("--allow-origin", "allow_origins", multiple=True,
+              help="Web origin (https://chat.example.com) whose pages may use the WebSocket "
+                   "besides this server's own page; repeat for more, '*' for any. Clients "
+                   "without an Origin header (not browsers) are always let in.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def chat(host: str, port: int, bridge: str, redis_url: str | None, zmq_bind: str | None,
          zmq_peers: tuple[str, ...], server_id: str | None, max_size: int,
-         max_client_buffer: int, log_level: str) -> None:
+         max_client_buffer: int, allow_origins: tuple[str, ...], log_level: str) -> None:
     """The WebSocket chat server: a page at /, broadcast within rooms at /ws?room=NAME."""
     import uvloop
 
@@ -89,7 +102,7 @@ def chat(host: str, port: int, bridge: str, redis_url: str | None, zmq_bind: str
     config = ServerConfig(
         host=host, port=port, server_id=server_id or f"{host}:{port}", bridge=bridge,
         redis_url=redis_url, zmq_bind=zmq_bind, zmq_peers=zmq_peers, max_size=max_size,
-        max_client_buffer=max_client_buffer,
+        max_client_buffer=max_client_buffer, allow_origins=allow_origins,
     )
     try:
         failure = uvloop.run(run(config))

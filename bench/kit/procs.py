@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -40,9 +41,14 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 
 def spawn_server(
-    argv: Sequence[str], log_path: Path | None = None, cwd: Path | None = None
+    argv: Sequence[str], log_path: Path | None = None, cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a server process that dies with msgbench; stdout and stderr go to ``log_path``."""
+    """Start a server process that dies with msgbench; stdout and stderr go to ``log_path``.
+
+    ``env`` adds environment variables: the way to hand a server a secret, which on its
+    command line every user of the machine could read (``ps``).
+    """
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         return subprocess.Popen(
@@ -51,6 +57,7 @@ def spawn_server(
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            env={**os.environ, **env} if env else None,
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )

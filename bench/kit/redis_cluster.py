@@ -28,6 +28,7 @@ from msgbench.api.target import JSON, ServerProcess, TargetError
 from msgbench.kit.procs import free_port, which
 from msgbench.kit.redis_server import RedisServer, describe, private_server
 from msgbench.kit.resp import ConnectionClosed, RespConnection, RespError
+from msgbench.kit.urls import mask_url
 
 CONNECT_TIMEOUT_S = 5.0
 """How long a connection (TCP, TLS, AUTH, SELECT) may take before it counts as unreachable."""
@@ -87,18 +88,19 @@ def parse_url(url: str) -> RedisAddress:
     ``?ssl_cert_reqs=none`` on a ``rediss`` URL turns certificate checks off.
     Raises ValueError with one line when the URL cannot be used.
     """
+    shown = mask_url(url)
     parts = urlsplit(url.strip())
     if parts.scheme not in SCHEMES:
-        raise ValueError(f"invalid Redis URL {url!r}: use redis://host:port/db or rediss://...")
+        raise ValueError(f"invalid Redis URL {shown!r}: use redis://host:port/db or rediss://...")
     try:
         port = parts.port or DEFAULT_PORT
     except ValueError:
-        raise ValueError(f"invalid Redis URL {url!r}: bad port") from None
+        raise ValueError(f"invalid Redis URL {shown!r}: bad port") from None
     if not parts.hostname:
-        raise ValueError(f"invalid Redis URL {url!r}: no host")
+        raise ValueError(f"invalid Redis URL {shown!r}: no host")
     path = parts.path.strip("/")
     if path and not path.isdigit():
-        raise ValueError(f"invalid Redis URL {url!r}: the path must be a database number")
+        raise ValueError(f"invalid Redis URL {shown!r}: the path must be a database number")
     query = parse_qs(parts.query)
     verify = query.get("ssl_cert_reqs", ["required"])[0].lower() != "none"
     return RedisAddress(

@@ -19,6 +19,7 @@ import redis
 
 from msgbench.api.target import TargetError, TargetOption
 from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, which
+from msgbench.kit.urls import mask_url
 
 START_TIMEOUT_S = 10.0
 PING_POLL_S = 0.02
@@ -74,19 +75,28 @@ def describe(url: str) -> tuple[str, dict[str, str]]:
         if "NOAUTH" in str(exc) or "AUTH" in str(exc).upper():
             raise TargetError(f"Redis at {_safe(url)} needs a password: {exc}") from None
         raise TargetError(f"Redis at {_safe(url)}: {exc}") from None
+    except redis.InvalidResponse as exc:
+        # an HTTP, SSH, ... server on that port: say so instead of hiredis' traceback
+        raise TargetError(f"the server at {_safe(url)} does not speak Redis (RESP): "
+                          f"{_one_line(exc)}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise TargetError(f"cannot reach Redis at {_safe(url)}: {exc}") from None
+        raise TargetError(f"cannot reach Redis at {_safe(url)}: {_one_line(exc)}") from None
+    except redis.RedisError as exc:
+        raise TargetError(f"Redis at {_safe(url)}: {_one_line(exc)}") from None
     except ValueError as exc:
-        raise TargetError(f"invalid Redis URL {url!r}: {exc}") from None
+        raise TargetError(f"invalid Redis URL {_safe(url)!r}: {_safe(str(exc))}") from None
     return str(info.get("redis_version", "unknown")), settings
 
 
+def _one_line(exc: BaseException) -> str:
+    """The first line of an exception's text, without secrets (or its type when empty)."""
+    lines = str(exc).strip().splitlines()
+    return mask_url(lines[0]) if lines else type(exc).__name__
+
+
 def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    """The URL (or a message holding it) without its password."""
+    return mask_url(url)
 
 
 @contextlib.contextmanager

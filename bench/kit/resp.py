@@ -157,6 +157,8 @@ class RespConnection(asyncio.Protocol):
         self.lost: str | None = None
         """Why the connection ended, once it has."""
         self.closing = False
+        self.garbled: str | None = None
+        """Set when a reply was not RESP and the connection was aborted for it."""
         self.on_lost: Callable[[str], None] | None = None
         self._tail = b""
         self._paused = False
@@ -177,6 +179,8 @@ class RespConnection(asyncio.Protocol):
         """Fail everything still waiting and tell ``on_lost``."""
         if self.closing:
             reason = "closed by msgbench"
+        elif self.garbled is not None:
+            reason = self.garbled  # we aborted it: say why, not "closed"
         elif exc is not None:
             reason = f"connection to Redis broke: {_one_line(str(exc)) or type(exc).__name__}"
         else:
@@ -187,6 +191,10 @@ class RespConnection(asyncio.Protocol):
             head = self.pending.popleft()
             if isinstance(head, asyncio.Future) and not head.done():
                 head.set_exception(err)
+                # Marked as seen: whoever still awaits it gets the error all the same, but a
+                # call nobody awaits any more (a reader cancelled by Ctrl-C) must not end in
+                # "Future exception was never retrieved"; the loss itself goes to on_lost.
+                head.exception()
         self._wake(err)
         if self.on_lost is not None and not self.closing:
             self.on_lost(reason)
@@ -234,7 +242,8 @@ class RespConnection(asyncio.Protocol):
             self._reply(reply)
 
     def _protocol_error(self, exc: Exception) -> None:
-        self.error = RespError(f"garbled reply from Redis: {exc}")
+        self.garbled = f"garbled reply from Redis (is it a Redis server?): {_one_line(str(exc))}"
+        self.error = RespError(self.garbled)
         if self.transport is not None:
             self.transport.abort()
 

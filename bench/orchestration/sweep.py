@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from msgbench.analysis.report import Row
+from msgbench.kit.urls import SECRET_ENV, mask_url
 from msgbench.results.model import ResultError, RunResult, load
 from msgbench.workload.config import (
     DEFAULT_DRAIN_TIMEOUT_S,
@@ -79,7 +80,7 @@ class Cell:
 
     def label(self) -> str:
         """Short text for progress lines."""
-        return f"{self.target} {self.pubs}x{self.subs} {self.size}B rate {self.rate}"
+        return mask_url(f"{self.target} {self.pubs}x{self.subs} {self.size}B rate {self.rate}")
 
     def timeout_s(self) -> float:
         """How long the cell may take before it is killed as hung."""
@@ -268,8 +269,9 @@ class Runner:
         """Run one cell, writing its result file into ``out_dir``; never raises for a bad run."""
         out_dir.mkdir(parents=True, exist_ok=True)
         before = set(out_dir.glob("*.json"))
-        argv = [*self.command, "run", *cell.run_args(), "--out", str(out_dir), "--json", "-q"]
-        env = {**os.environ, **(self.env or {})}
+        args, secrets = secrets_to_env(cell.run_args())
+        argv = [*self.command, "run", *args, "--out", str(out_dir), "--json", "-q"]
+        env = {**os.environ, **(self.env or {}), **secrets}
         try:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True, env=env, start_new_session=True,
@@ -307,7 +309,29 @@ class Runner:
             lines = [ln for ln in err.splitlines() if ln.strip()]
             reason = lines[-1] if lines else f"exit code {proc.returncode}"
             reason = reason.removeprefix("msgbench: error: ")
-        return Outcome(cell, proc.returncode, path, result, reason)
+        return Outcome(cell, proc.returncode, path, result, mask_url(reason))
+
+
+def secrets_to_env(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """``args`` without the options that may hold a password (``--redis-url URL`` or
+    ``--redis-url=URL``), and the environment that gives them to ``msgbench run``
+    instead: a command line is visible to every user of the machine (``ps``)."""
+    out: list[str] = []
+    env: dict[str, str] = {}
+    it = iter(args)
+    for a in it:
+        flag, eq, value = a.partition("=")
+        if flag in SECRET_ENV and flag.startswith("--"):
+            if not eq:
+                nxt = next(it, None)
+                if nxt is None:
+                    out.append(a)  # let the run say the value is missing
+                    break
+                value = nxt
+            env[SECRET_ENV[flag]] = value
+            continue
+        out.append(a)
+    return out, env
 
 
 INSTALL_TIMEOUT_S = 300.0

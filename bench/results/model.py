@@ -117,6 +117,9 @@ class RunResult:
         """Rebuild from a document of any known schema version (see
         :mod:`msgbench.results.schema`); raises :class:`ResultError` on a bad document."""
         d = upgrade(data)
+        from msgbench.results.validate import validate_document  # it imports this module
+
+        validate_document(d)
         try:
             missing = [k for k in REQUIRED_CONFIG if k not in d["config"]]
             if missing:
@@ -130,25 +133,11 @@ class RunResult:
             result = cls(**d)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ResultError(f"malformed result document: {exc}") from exc
-        _check_histograms(result)
         return result
 
 
 REQUIRED_CONFIG = ("target", "pubs", "subs", "size", "rate", "duration_s", "warmup_s", "topics")
 """Config keys every reader of results relies on."""
-
-
-def _check_histograms(result: RunResult) -> None:
-    """Refuse a document whose encoded histograms do not decode (a corrupt file)."""
-    from msgbench.accounting.histogram import Histogram  # numpy-heavy; only readers need it
-
-    encoded = [*result.histograms.values(), *(s.histogram for s in result.series)]
-    try:
-        for text in encoded:
-            if text:
-                Histogram.decode(text)
-    except ValueError as exc:
-        raise ResultError(f"malformed result document: {exc}") from None
 
 
 def write(result: RunResult, path: Path) -> Path:
@@ -177,6 +166,8 @@ def load(path: Path) -> RunResult:
         raise ResultError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except ValueError as exc:
         raise ResultError(f"{path} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ResultError(f"{path} is nested too deeply to be a result") from None
     try:
         return RunResult.from_json(data)
     except ResultError as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 
 from msgbench.api.registry import load_target
 from msgbench.api.target import Endpoint, ServeSpec, TargetError
+from msgbench.kit.urls import mask_url
 from msgbench.results import environment
 from msgbench.results.aggregate import Aggregator
 from msgbench.results.costs import CostMeter, ProcessCost
@@ -77,16 +77,19 @@ class NullProgress:
         """See :class:`Progress`."""
 
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>\w[\w+.-]*://)(?P<user>[^:@/]*):[^@/]*@")
-
-
 def _without_secrets(config: dict[str, Any]) -> dict[str, Any]:
     """The config with passwords in URL-valued options masked: results get shared."""
     options = {
-        k: _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", v) if isinstance(v, str) else v
+        k: mask_url(v) if isinstance(v, str) else v
         for k, v in config.get("target_options", {}).items()
     }
     return {**config, "target_options": options}
+
+
+def _interrupted(exc: KeyboardInterrupt) -> str:
+    """The reason an interrupt gives: the CLI turns SIGTERM / SIGHUP into an interrupt that
+    says which signal it was; a bare one is the user's Ctrl-C."""
+    return str(exc) or "interrupted by the user (Ctrl-C)"
 
 
 def _scope_text(scope: str) -> str:
@@ -158,12 +161,12 @@ class Coordinator:
                     self._phases()
                 except RunAborted as exc:
                     self._fail(str(exc))
-                except KeyboardInterrupt:
-                    self._fail("interrupted by the user (Ctrl-C)")
+                except KeyboardInterrupt as exc:
+                    self._fail(_interrupted(exc))
                 finally:
                     self._shutdown()
-        except KeyboardInterrupt:
-            self._fail("interrupted by the user (Ctrl-C)")
+        except KeyboardInterrupt as exc:
+            self._fail(_interrupted(exc))
             self._shutdown()
         except (TargetError, OSError) as exc:
             if not self.pool.workers:

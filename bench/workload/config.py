@@ -24,6 +24,22 @@ DEFAULT_RPC_TIMEOUT_S = 1.0
 MAX_INFLIGHT = 1_000_000
 MAX_CLIENTS = 10_000
 MAX_TOPICS = 65_535  # the envelope's topic field is 16 bits
+MAX_SIZE = 64 * 1024 * 1024
+"""Largest message: Redis' own limit for a bulk string is 512 MB, but the publishers hold a
+batch of them and the subscribers their backlog: more would be a test of swap."""
+MAX_BATCH = 65_536
+"""Most messages in one publish call."""
+MAX_BATCH_BYTES = 1024 * 1024 * 1024
+"""Most bytes one publish call may build (``--size`` times the messages per call)."""
+MAX_RATE = 1e9
+"""Messages/s per publisher: far beyond any transport, and still a finite schedule."""
+MAX_DURATION_S = 24 * 3600.0
+MAX_WARMUP_S = 3600.0
+MAX_TIMEOUT_S = 3600.0
+"""Longest --probe-timeout and --drain-timeout."""
+MAX_SUB_DELAY_S = 1.0
+"""Longest simulated processing time per message (it blocks a worker's loop)."""
+MAX_PROCS = 256
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|h)?\s*$")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -144,6 +160,7 @@ class RunConfig:
             raise ConfigError("--sub-delay cannot be negative")
         if self.churn_period_s and not 0 < self.churn_away_s < self.churn_period_s:
             raise ConfigError("--churn AWAY/PERIOD needs 0 < AWAY < PERIOD, e.g. 500ms/2s")
+        self._check_bounds()
         self._validate_tasks()
 
     def _validate_tasks(self) -> None:
@@ -172,6 +189,34 @@ class RunConfig:
             raise ConfigError("--kill-worker must fall inside the measured window "
                               f"(0 < AT < {self.duration_s:g} s)")
 
+    def _check_bounds(self) -> None:
+        """Upper bounds: beyond them a run would exhaust memory, overflow a C integer or
+        never end, and say so only after minutes, if at all."""
+        if self.size > MAX_SIZE:
+            raise ConfigError(f"--size {self.size} B is more than the {_mib(MAX_SIZE)} "
+                              "msgbench allows per message")
+        if self.batch > MAX_BATCH:
+            raise ConfigError(f"--batch {self.batch} is more than {MAX_BATCH} messages per call")
+        if self.size * self.effective_batch() > MAX_BATCH_BYTES:
+            raise ConfigError(
+                f"--size {self.size} B x {self.effective_batch()} messages per publish call "
+                f"is more than {_mib(MAX_BATCH_BYTES)}: lower --batch (e.g. --batch "
+                f"{max(1, MAX_BATCH_BYTES // self.size)})")
+        if self.rate is not None and self.rate > MAX_RATE:
+            raise ConfigError(f"--rate {self.rate:g}/s is more than {MAX_RATE:g} per publisher")
+        for value, flag, most in (
+            (self.duration_s, "--duration", MAX_DURATION_S),
+            (self.warmup_s, "--warmup", MAX_WARMUP_S),
+            (self.probe_timeout_s, "--probe-timeout", MAX_TIMEOUT_S),
+            (self.drain_timeout_s, "--drain-timeout", MAX_TIMEOUT_S),
+            (self.sub_delay_s, "--sub-delay", MAX_SUB_DELAY_S),
+            (self.churn_period_s, "--churn period", MAX_DURATION_S),
+        ):
+            if value > most:
+                raise ConfigError(f"{flag} {value:g} s is longer than the {most:g} s allowed")
+        if self.procs is not None and self.procs > MAX_PROCS:
+            raise ConfigError(f"--procs {self.procs} is more than {MAX_PROCS} processes")
+
     def topic_names(self) -> tuple[str, ...]:
         """The topic (channel) names, ``t0`` .. ``t<n-1>``."""
         return tuple(f"t{i}" for i in range(self.topics))
@@ -197,6 +242,10 @@ class RunConfig:
         """Rebuild a config from :meth:`to_json` output (one written before ``pattern``
         existed is a broadcast)."""
         return cls(**dict(data))
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**30:g} GiB" if n >= 2**30 else f"{n / 2**20:g} MiB"
 
 
 def cpu_count() -> int:

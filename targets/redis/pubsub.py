@@ -66,6 +66,10 @@ MAX_OUTSTANDING = 4096
 enough pipelining to keep Redis busy, little enough that closed-loop latency is not queueing
 inside msgbench."""
 CLIENTS = ("fast", "redis-py")
+MAX_BUFFER_LIMIT = 2**63 - 1
+"""redis-server keeps the output buffer limits in signed 64-bit integers."""
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3,
+          "gb": 1024**3}
 _SIZE_RE = re.compile(r"^\d+(?:b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
 
 
@@ -82,7 +86,17 @@ def buffer_limit(text: str) -> str:
             or not tokens[2].isdigit()):
         raise TargetError(f"invalid --redis-buffer-limit {text!r}: use 'HARD SOFT SECONDS' "
                           "(e.g. '1mb 512kb 0') or one size in bytes (e.g. 65536 or 64kb)")
+    if max(_bytes(tokens[0]), _bytes(tokens[1]), int(tokens[2])) > MAX_BUFFER_LIMIT:
+        raise TargetError(f"--redis-buffer-limit {text!r}: at most {MAX_BUFFER_LIMIT} bytes "
+                          "(and seconds)")
     return "pubsub " + " ".join(tokens)
+
+
+def _bytes(token: str) -> int:
+    """A size as redis.conf reads it: ``k`` is 1000, ``kb`` 1024, and so on."""
+    t = token.lower()
+    unit = t.lstrip("0123456789")
+    return int(t[: len(t) - len(unit)]) * _UNITS[unit]
 
 
 def _verbs(sharded: bool) -> tuple[str, str]:

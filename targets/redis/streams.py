@@ -47,6 +47,8 @@ from msgbench.kit.resp import (
 from msgbench.targets.redis.pubsub import PipelinedPublisher, RedisTarget
 
 DEFAULT_MAXLEN = 1_000_000
+MAX_MAXLEN = 2**63 - 1
+"""Redis keeps MAXLEN in a signed 64-bit integer."""
 READ_COUNT = 1000
 """Entries one ``XREAD`` may return: one delivery batch."""
 BLOCK_MS = 1000
@@ -146,9 +148,14 @@ class _StreamSubscription(Subscription):
                     if mark.added is not None:
                         mark.added += len(entries)
                     behind |= len(entries) >= self.behind_at
-        except (RespError, TimeoutError) as exc:
+        except TimeoutError:
             if not self.closed:
-                self.sink.disconnected(f"redis-streams reader stopped: {exc or 'timeout'}")
+                self.sink.disconnected(f"redis-streams reader stopped: Redis did not answer "
+                                       f"XREAD within {wait:g} s (stopped or hung?)")
+        except RespError as exc:
+            if not self.closed:
+                self.sink.disconnected(f"redis-streams reader stopped: "
+                                       f"{exc or type(exc).__name__}")
 
     def _check(self, key: str, info: Any) -> None:
         dropped = trimmed_past(info, self.cursor[key])
@@ -269,8 +276,8 @@ def _maxlen(options: Mapping[str, JSON]) -> int:
         n = int(value)
     except (TypeError, ValueError):
         raise TargetError(f"--stream-maxlen takes a whole number, got {value!r}") from None
-    if n < 1:
-        raise TargetError("--stream-maxlen must be at least 1")
+    if not 1 <= n <= MAX_MAXLEN:
+        raise TargetError(f"--stream-maxlen must be from 1 to {MAX_MAXLEN}, got {n}")
     return n
 
 

@@ -5,16 +5,18 @@ ZeroMQ message whose body is a kind byte (``t`` text, ``b`` binary) and the
 message itself, so ``redis-cli PUBLISH msgbench-chat:lobby thello`` shows
 "hello" to every page in the lobby.
 
-* :class:`RedisBridge` speaks RESP itself (with hiredis' parser) on two
-  connections: one writes PUBLISH commands without waiting for each reply
-  (pipelined: a round trip per message would cap a server at a few thousand
-  messages per second), one holds ``PSUBSCRIBE msgbench-chat:*``.
+* :class:`RedisBridge` speaks RESP through msgbench's own client
+  (:mod:`msgbench.kit.resp`) on two connections: one writes PUBLISH commands
+  without waiting for each reply (pipelined: a round trip per message would cap
+  a server at a few thousand messages per second), one holds
+  ``PSUBSCRIBE msgbench-chat:*``.
 * :class:`ZmqBridge` binds a PUB socket and connects a SUB socket to every
   peer; ZeroMQ messages are ``[room, origin, body]`` and a server drops those
   that carry its own id, so nothing loops even if a server lists itself.
 
-Losing a Redis connection is fatal for the server (``on_lost``): a chat
-server that silently stopped sharing would look healthy and be wrong.
+Losing a Redis connection, or a Redis that stops answering, is fatal for the
+server (``on_lost``, reported once): a chat server that silently stopped sharing
+would look healthy and be wrong.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
-from urllib.parse import unquote, urlsplit
+from typing import Protocol
 
 import hiredis
 import zmq
+
+from msgbench.kit.redis_cluster import connect, parse_url
+from msgbench.kit.resp import RespConnection, RespError, command
+from msgbench.kit.urls import mask_url
 
 log = logging.getLogger("msgbench.chat")
 
@@ -80,132 +85,40 @@ def _decode(body: bytes) -> tuple[bool, bytes] | None:
     return None
 
 
-def _cmd(*args: bytes) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-
-
-class _RespConnection(asyncio.Protocol):
-    """One RESP connection; replies go to ``on_reply`` a socket read at a time."""
-
-    def __init__(self, on_replies: Callable[[list[Any]], None], on_lost: OnLost) -> None:
-        self.reader = hiredis.Reader()
-        self.on_replies = on_replies
-        self.on_lost = on_lost
-        self.transport: asyncio.Transport | None = None
-        self.closing = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        gets = self.reader.gets
-        replies = []
-        while (r := gets()) is not False:
-            replies.append(r)
-        if replies:
-            self.on_replies(replies)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closing:
-            self.on_lost(f"Redis closed the connection ({exc or 'EOF'})")
-
-    def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def close(self) -> None:
-        self.closing = True
-        if self.transport is not None:
-            self.transport.close()
-
-
+BRIDGE_CHECK_S = 1.0
+"""How often the Redis bridge asks Redis whether it is still there (PING)."""
+BRIDGE_STALL_S = 3.0
+"""How long Redis may leave a PING unanswered before the bridge counts as stalled: a
+stopped or hung Redis keeps its sockets open, so only silence shows it."""
 MAX_BRIDGE_BACKLOG_BYTES = 64 * 1024 * 1024
 """PUBLISH bytes a server may have waiting for Redis before the bridge counts as lost."""
 
 
-class RedisBridge:
-    """Redis pub/sub bridge; see the module docstring."""
+class _PatternConnection(RespConnection):
+    """The bridge's ``PSUBSCRIBE``d connection (:mod:`msgbench.kit.resp`): pattern messages
+    go to ``on_messages`` a socket read at a time, grouped by room; other replies answer
+    calls (``AUTH``, ``PSUBSCRIBE``) in order."""
 
-    def __init__(self, url: str, on_messages: OnMessages, on_lost: OnLost) -> None:
-        self.url = url
+    def __init__(self, on_messages: OnMessages) -> None:
+        super().__init__()
         self.on_messages = on_messages
-        self.on_lost = on_lost
-        self.pub: _RespConnection | None = None
-        self.sub: _RespConnection | None = None
-        self._pending: asyncio.Future[Any] | None = None
         self._rooms: dict[bytes, str] = {}
-        self.errors = 0
 
-    async def start(self) -> None:
-        """Connect both connections and subscribe; raises :class:`BridgeError` with one line."""
-        url = urlsplit(self.url)
-        try:
-            host, port = url.hostname, url.port or 6379
-        except ValueError as exc:
-            raise BridgeError(f"invalid Redis URL {self.url!r}: {exc}") from None
-        if url.scheme != "redis" or not host:
-            raise BridgeError(f"the chat bridge needs a redis://host:port URL, got {self.url!r}")
-        auth: tuple[bytes, ...] = ()
-        if url.password:
-            user = [unquote(url.username).encode()] if url.username else []
-            auth = (b"AUTH", *user, unquote(url.password).encode())
-        self.pub = await self._connect(host, port, self._pub_replies)
-        self.sub = await self._connect(host, port, self._sub_replies)
-        await self._ask(self.pub, [_cmd(*auth)] if auth else [], _cmd(b"PING"))
-        await self._ask(self.sub, [_cmd(*auth)] if auth else [],
-                        _cmd(b"PSUBSCRIBE", CHANNEL_PREFIX + b"*"))
-
-    async def _connect(self, host: str, port: int, on_replies: Callable[[list[Any]], None]
-                       ) -> _RespConnection:
-        loop = asyncio.get_running_loop()
-        try:
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _RespConnection(on_replies, self._lost), host,
-                                       port), CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
-            raise BridgeError(f"cannot reach Redis at {host}:{port}: "
-                              f"{getattr(exc, 'strerror', None) or exc or 'timeout'}") from None
-        return proto
-
-    async def _ask(self, conn: _RespConnection, auth: list[bytes], command: bytes) -> None:
-        self._pending = asyncio.get_running_loop().create_future()
-        conn.write(b"".join([*auth, command]))
-        try:
-            reply = await asyncio.wait_for(self._pending, CONNECT_TIMEOUT_S)
-        except TimeoutError:
-            raise BridgeError(f"Redis at {self.url} did not answer") from None
-        if isinstance(reply, hiredis.ReplyError):
-            raise BridgeError(f"Redis at {self.url} refused: {reply}")
-
-    def _settle(self, reply: Any) -> bool:
-        """Hand a start-up reply to :meth:`_ask`; True when it was one."""
-        p = self._pending
-        if p is None or p.done():
-            return False
-        if (isinstance(reply, hiredis.ReplyError) or reply == b"PONG"
-                or (isinstance(reply, list) and reply[:1] == [b"psubscribe"])):
-            p.set_result(reply)
-        return True  # AUTH's +OK: keep waiting for the command's own reply
-
-    def _pub_replies(self, replies: list[Any]) -> None:
-        for r in replies:
-            if isinstance(r, hiredis.ReplyError):
-                if not self._settle(r):
-                    self.errors += 1
-                    if self.errors == 1:
-                        log.error("Redis refused a PUBLISH: %s", r)
-            elif not isinstance(r, int):
-                self._settle(r)
-
-    def _sub_replies(self, replies: list[Any]) -> None:
+    def data_received(self, data: bytes) -> None:
+        """Parse what one read brought; relay the chat messages, answer the calls."""
+        self.reader.feed(data)
+        gets = self.reader.gets
         room: str | None = None
         batch: Batch = []
         prefix = len(CHANNEL_PREFIX)
-        for r in replies:
+        while True:
+            try:
+                r = gets()
+            except hiredis.ProtocolError as exc:
+                self._protocol_error(exc)
+                break
+            if r is False:
+                break
             if type(r) is list and len(r) == 4 and r[0] == b"pmessage":
                 channel = r[2]
                 name = self._rooms.get(channel)
@@ -215,37 +128,100 @@ class RedisBridge:
                 if msg is None:
                     continue  # not from a chat server: not ours to relay
                 if name != room:
-                    if batch:
-                        self.on_messages(room or "", batch)
+                    if batch and room is not None:
+                        self.on_messages(room, batch)
                     room, batch = name, []
                 batch.append(msg)
             else:
-                self._settle(r)
+                self._reply(r)
         if batch and room is not None:
             self.on_messages(room, batch)
 
+
+class RedisBridge:
+    """Redis pub/sub bridge; see the module docstring.
+
+    Built on msgbench's RESP client (:mod:`msgbench.kit.resp`) and URL parser
+    (:func:`msgbench.kit.redis_cluster.parse_url`), so AUTH, TLS, databases and the
+    masking of passwords in messages are those of the Redis targets. Loss of the bridge
+    (a closed connection, Redis refusing PUBLISH, a backlog past
+    :data:`MAX_BRIDGE_BACKLOG_BYTES`, no answer to PING within :data:`BRIDGE_STALL_S`)
+    is reported to ``on_lost`` once.
+    """
+
+    def __init__(self, url: str, on_messages: OnMessages, on_lost: OnLost) -> None:
+        self.url = url
+        self.on_messages = on_messages
+        self.on_lost = on_lost
+        self.pub: RespConnection | None = None
+        self.sub: _PatternConnection | None = None
+        self.lost: str | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect both connections and subscribe; raises :class:`BridgeError` with one line."""
+        try:
+            addr = parse_url(self.url)
+        except ValueError as exc:
+            raise BridgeError(str(exc)) from None
+        try:
+            self.pub = await connect(addr, RespConnection, CONNECT_TIMEOUT_S)
+            self.sub = await connect(addr, lambda: _PatternConnection(self.on_messages),
+                                     CONNECT_TIMEOUT_S)
+            await self.pub.call("PING", timeout=CONNECT_TIMEOUT_S)
+            await self.sub.call("PSUBSCRIBE", CHANNEL_PREFIX + b"*", timeout=CONNECT_TIMEOUT_S)
+        except RespError as exc:
+            self.close()
+            raise BridgeError(mask_url(str(exc))) from None
+        self.pub.on_lost = self._lost
+        self.sub.on_lost = self._lost
+        self._watch = asyncio.get_running_loop().create_task(self._watchdog())
+
+    async def _watchdog(self) -> None:
+        """PING Redis every :data:`BRIDGE_CHECK_S`; silence past :data:`BRIDGE_STALL_S` is a
+        stall. The PING queues behind the pipelined PUBLISHes, so a Redis that falls that
+        far behind counts as stalled too."""
+        assert self.pub is not None
+        while self.lost is None:
+            await asyncio.sleep(BRIDGE_CHECK_S)
+            try:
+                await self.pub.call("PING", timeout=BRIDGE_STALL_S)
+            except RespError as exc:
+                if "did not answer" in str(exc):
+                    self._lost(f"Redis did not answer for {BRIDGE_STALL_S:g} s (stopped or hung?)")
+                else:
+                    self._lost(str(exc))
+                return
+
     def _lost(self, reason: str) -> None:
-        if self._pending is not None and not self._pending.done():
-            self._pending.set_exception(BridgeError(reason))
-        else:
-            self.on_lost(reason)
+        """Report the first loss only: everything after it is a consequence."""
+        if self.lost is None:
+            self.lost = mask_url(reason)
+            self.on_lost(self.lost)
 
     def publish(self, room: str, batch: Batch) -> None:
-        """PUBLISH each message; replies (subscriber counts) are read and discarded."""
-        assert self.pub is not None
-        if self.pub.transport is None or self.pub.transport.is_closing():
+        """PUBLISH each message; the replies (subscriber counts) are only counted."""
+        pub = self.pub
+        if self.lost is not None or pub is None:
             return  # the bridge is lost and the server is shutting down (on_lost)
-        waiting = self.pub.transport.get_write_buffer_size()
+        transport = pub.transport
+        waiting = transport.get_write_buffer_size() if transport is not None else 0
         if waiting > MAX_BRIDGE_BACKLOG_BYTES:
             # Redis cannot keep up: growing without bound would end in the OOM killer,
-            # so the bridge is declared lost instead, loudly.
+            # so the bridge is declared lost instead, loudly (once).
             self._lost(f"Redis is not keeping up: {waiting} bytes of PUBLISH waiting")
             return
         channel = CHANNEL_PREFIX + room.encode()
-        self.pub.write(b"".join([_cmd(b"PUBLISH", channel, _body(t, d)) for t, d in batch]))
+        try:
+            pub.send_counted(b"".join([command(b"PUBLISH", channel, _body(t, d))
+                                       for t, d in batch]), len(batch))
+        except RespError as exc:  # closed, or Redis refused an earlier PUBLISH
+            self._lost(f"Redis refused a PUBLISH: {exc}" if pub.lost is None else str(exc))
 
     def close(self) -> None:
-        """Close both connections."""
+        """Stop the watchdog and close both connections."""
+        if self._watch is not None:
+            self._watch.cancel()
         for conn in (self.pub, self.sub):
             if conn is not None:
                 conn.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import struct
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ SLOW_CLOSE_GRACE_S = 0.5
 before the TCP connection is aborted: it is behind by a full buffer, so it rarely can."""
 SLOW_CLOSE_CODE = 1008
 READ_YIELD_BYTES = 64 * 1024
+LOG_SUMMARY_S = 5.0
+"""After the first line of a kind (a slow client dropped, a bad frame), how long further
+ones are only counted before one line says how many there were."""
 _OP_TEXT = Opcode.TEXT
 _OP_BINARY = Opcode.BINARY
 _OP_CONT = Opcode.CONT
@@ -50,6 +54,7 @@ class Stats:
     messages_out: int = 0
     bridge_out: int = 0
     bridge_in: int = 0
+    origins_refused: int = 0
 
 
 def frame_bytes(batch: Batch) -> bytes:
@@ -73,6 +78,41 @@ def frame_bytes(batch: Batch) -> bytes:
     return b"".join(parts)
 
 
+class Throttled:
+    """One log line for the first event of a kind, then one line with the count per
+    :data:`LOG_SUMMARY_S`: a thousand slow clients must not become a thousand lines."""
+
+    def __init__(self, logger: logging.Logger, window_s: float = LOG_SUMMARY_S) -> None:
+        self.log = logger
+        self.window_s = window_s
+        self._more: dict[str, int] = {}
+
+    def warning(self, kind: str, message: str, *args: object) -> None:
+        """Log ``message`` if no ``kind`` event was logged in the current window, else count
+        it. Needs a running event loop (for the summary line)."""
+        more = self._more.get(kind)
+        if more is not None:
+            self._more[kind] = more + 1
+            return
+        self.log.warning(message, *args)
+        self._more[kind] = 0
+        asyncio.get_running_loop().call_later(self.window_s, self._summary, kind)
+
+    def _summary(self, kind: str) -> None:
+        more = self._more.pop(kind, 0)
+        if more:
+            self.log.warning("... and %d more %s in the last %g s", more, kind, self.window_s)
+            self._more[kind] = 0  # still busy: keep counting instead of logging each
+            asyncio.get_running_loop().call_later(self.window_s, self._summary, kind)
+
+
+def _release_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``): a client dropped for
+    a full buffer leaves megabytes of freed buffers that glibc would otherwise keep."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class ChatConnection(ServerConnection):
     """A client connection that hands its messages to the hub a socket read at a time.
 
@@ -87,6 +127,8 @@ class ChatConnection(ServerConnection):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.dropped = False
+        """Disconnected for a full buffer (its memory is released when it is gone)."""
         self._batch: Batch = []
         self._frag_text = False
         self._frag: list[bytes] = []
@@ -128,6 +170,12 @@ class ChatConnection(ServerConnection):
         if self._batch:
             batch, self._batch = self._batch, []
             self.hub.from_client(self.room, batch)
+        if (self.transport.get_write_buffer_size() > self.hub.max_client_buffer
+                and self.protocol.state is State.OPEN):
+            # The protocol answers pings itself: a client that sends pings and never reads
+            # its pongs grows its buffer as surely as one that does not read the room.
+            self.hub.drop_slow(self)
+            return
         if len(data) >= READ_YIELD_BYTES and not self.transport.is_closing():
             # libuv reads a busy socket up to 32 times a turn: one flooding client would
             # hold the loop for long stretches. One read, then the others' turn.
@@ -141,6 +189,8 @@ class ChatConnection(ServerConnection):
     def connection_lost(self, exc: Exception | None) -> None:
         self.hub.leave(self)  # before anything else can write to a dead transport
         super().connection_lost(exc)
+        if self.dropped:
+            self.loop.call_soon(_release_memory)
 
 
 class Hub:
@@ -153,6 +203,7 @@ class Hub:
         self.bridge = bridge
         self.local_first = local_first
         self.rooms: dict[str, dict[ChatConnection, None]] = {}
+        self.warn = Throttled(log)
 
     def join(self, conn: ChatConnection) -> None:
         """Make ``conn`` a member of its room (it receives what is sent there)."""
@@ -198,13 +249,18 @@ class Hub:
                 written += 1
         self.stats.messages_out += written * len(batch)
         for conn in slow:
-            self._drop_slow(conn)
+            self.drop_slow(conn)
 
-    def _drop_slow(self, conn: ChatConnection) -> None:
+    def drop_slow(self, conn: ChatConnection) -> None:
+        """Disconnect ``conn`` (1008): more than ``max_client_buffer`` bytes wait for it."""
         self.leave(conn)
+        conn.dropped = True
+        if not conn.transport.is_closing():
+            conn.transport.pause_reading()  # nothing it sends is served any more
         self.stats.slow_disconnects += 1
-        log.warning("disconnect slow client %s room=%s: more than %d bytes waiting",
-                    peer(conn), conn.room, self.max_client_buffer)
+        self.warn.warning("slow clients disconnected",
+                          "disconnect slow client %s room=%s: more than %d bytes waiting",
+                          peer(conn), conn.room, self.max_client_buffer)
         _close_now(conn, SLOW_CLOSE_CODE, "client too slow")
 
     def close_all(self, code: int, reason: str) -> None:

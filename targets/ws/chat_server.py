@@ -25,8 +25,12 @@ Robustness: messages over ``max_size`` and malformed frames close only that
 client (1009 / 1002 / 1007). A client whose outgoing buffer passes
 ``max_client_buffer`` bytes is disconnected with 1008 and counted: the
 broadcast writes to each client's transport without awaiting it, so a client
-that does not read never stalls the others. ``GET /stats`` returns the
-counters as JSON. Rooms and the broadcast live in
+that does not read never stalls the others; the pongs the protocol answers
+pings with count against that bound too. Browsers' pages from other origins
+are refused (403) unless ``allow_origins`` names them: any web page the user
+opens could otherwise read and post in local rooms. Repeated events (slow
+clients, refused origins) are logged once, then counted. ``GET /stats``
+returns the counters as JSON. Rooms and the broadcast live in
 :mod:`msgbench.targets.ws.chat_hub`, the bridges in :mod:`msgbench.targets.ws.chat_bridge`.
 """
 
@@ -64,10 +68,13 @@ log = logging.getLogger("msgbench.chat")
 
 DEFAULT_MAX_SIZE = 64 * 1024
 DEFAULT_MAX_CLIENT_BUFFER = 4 * 1024 * 1024
+MAX_CLIENT_BUFFER = 1024**3
+"""Largest --max-size and --max-client-buffer: a client may cost the server that much."""
 CLOSE_TIMEOUT_S = 2.0
 BRIDGE_LOST_CODE = 1011
 ROOM_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 WS_PATH = "/ws"
+LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class StartError(Exception):
@@ -92,6 +99,10 @@ class ServerConfig:
     zmq_peers: tuple[str, ...] = ()
     max_size: int = DEFAULT_MAX_SIZE
     max_client_buffer: int = DEFAULT_MAX_CLIENT_BUFFER
+    allow_origins: tuple[str, ...] = ()
+    """Web origins (``https://chat.example.com``) whose pages may use the WebSocket besides
+    the server's own page; ``*`` allows any. Clients that send no ``Origin`` (not a
+    browser: msgbench's own) are always let in."""
 
 
 class ChatServer:
@@ -148,8 +159,11 @@ class ChatServer:
                  _host_for_url(cfg.host), port, cfg.bridge)
 
     def _bridge_lost(self, reason: str) -> None:
+        if self.failure is not None:
+            return  # already closing: one report is enough
         self.failure = f"lost the {self.config.bridge} bridge: {reason}"
-        log.error("%s; closing every client", self.failure)
+        log.error("%s; closing every client (%d) and exiting", self.failure,
+                  self.stats.connected)
         self.hub.close_all(BRIDGE_LOST_CODE, "bridge lost")
         # let the close frames leave before the process does
         asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE_S, self.stopped.set)
@@ -157,6 +171,14 @@ class ChatServer:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         if url.path == WS_PATH:
+            origin = request.headers.get("Origin")
+            if origin is not None and not self._origin_ok(origin, request.headers.get("Host")):
+                self.stats.origins_refused += 1
+                self.hub.warn.warning("origins refused",
+                                      "refused a WebSocket from origin %r (see --allow-origin)",
+                                      origin[:100])
+                return conn.respond(HTTPStatus.FORBIDDEN,
+                                    "this origin may not use the chat (--allow-origin)\n")
             query = parse_qs(url.query)
             room = query.get("room", [DEFAULT_ROOM])[0]
             if not ROOM_RE.fullmatch(room):
@@ -172,6 +194,22 @@ class ChatServer:
             body = json.dumps(asdict(self.stats)).encode()
             return _response(conn, HTTPStatus.OK, body, "application/json")
         return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
+
+    def _origin_ok(self, origin: str, host: str | None) -> bool:
+        """May a page from ``origin`` use the WebSocket? Its own page may (same scheme-less
+        origin as the ``Host`` it asked for, when that host names this machine's loopback
+        or the address the server listens on: a rebound DNS name does not), and so may the
+        origins given with ``--allow-origin``."""
+        allowed = self.config.allow_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        if not host:
+            return False
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
+            return False
+        name = (parts.hostname or "").lower()
+        return name in LOCAL_NAMES or name == self.config.host.lower()
 
     async def _handler(self, ws: ServerConnection) -> None:
         assert isinstance(ws, ChatConnection)

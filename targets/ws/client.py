@@ -18,7 +18,14 @@ from websockets.exceptions import InvalidHandshake
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-from msgbench.api.target import Client, Publisher, Sink, Subscription, TargetError
+from msgbench.api.target import (
+    PAYLOAD_FIRST_BYTE_MAX,
+    Client,
+    Publisher,
+    Sink,
+    Subscription,
+    TargetError,
+)
 
 ACK_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 1.0
@@ -71,7 +78,9 @@ def _resume(transport: Any) -> None:
 
 _FRAME_STARTS = (b"\x81", b"\x82", b"\x88", b"\x89", b"\x8a")
 """First bytes of the unfragmented frames the chat server sends: text, binary, close, ping,
-pong."""
+pong. All are above PAYLOAD_FIRST_BYTE_MAX, the most a payload may start with (the API's
+guarantee), so a payload is never taken for a frame; nothing else of a payload is read."""
+assert all(s[0] > PAYLOAD_FIRST_BYTE_MAX for s in _FRAME_STARTS)
 
 
 class _SubConnection(ClientConnection):
@@ -109,8 +118,8 @@ class _SubConnection(ClientConnection):
         if not self._fast:
             # websockets' parser may have taken a frame's header and wait for its payload
             # with an empty buffer; so switch only where the new bytes start like a frame
-            # (FIN + opcode). Mid-frame they start with payload: an envelope, whose first
-            # byte (its kind) is never one of these.
+            # (FIN + opcode). Mid-frame they start with payload, whose first byte is never
+            # one of these (PAYLOAD_FIRST_BYTE_MAX).
             if not (self._joined and not self.protocol.reader.buffer
                     and self.protocol.state is State.OPEN and data[:1] in _FRAME_STARTS):
                 super().data_received(data)

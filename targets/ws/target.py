@@ -47,7 +47,12 @@ from msgbench.api.target import (
 )
 from msgbench.kit import redis_server
 from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, wait_for_port
-from msgbench.targets.ws.chat_server import DEFAULT_MAX_CLIENT_BUFFER, DEFAULT_MAX_SIZE
+from msgbench.kit.urls import SECRET_ENV
+from msgbench.targets.ws.chat_server import (
+    DEFAULT_MAX_CLIENT_BUFFER,
+    DEFAULT_MAX_SIZE,
+    MAX_CLIENT_BUFFER,
+)
 from msgbench.targets.ws.client import PLACEMENTS, WsClient
 
 START_TIMEOUT_S = 15.0
@@ -55,6 +60,8 @@ STATS_TIMEOUT_S = 1.0
 SERVE_CHAT = (sys.executable, "-m", "msgbench.cli.serve_cmd", "chat")
 """``msgbench serve chat`` without loading every target first (a second faster to start)."""
 BRIDGES = ("none", "redis", "zmq")
+MAX_SERVERS = 32
+"""Chat servers one run may start: each is a Python process of about 45 MiB."""
 _WEBSOCKETS_VERSION = version("websockets")
 
 
@@ -86,16 +93,16 @@ class WsTarget(Target):
         """Reject server counts, bridges and placements that cannot work."""
         k = _servers(options)
         bridge = options.get("bridge") or "none"
-        if k < 1:
-            raise TargetError(f"--servers must be at least 1, got {k}")
+        if not 1 <= k <= MAX_SERVERS:
+            raise TargetError(f"--servers must be from 1 to {MAX_SERVERS}, got {k}")
         if k > 1 and bridge == "none":
             raise TargetError(f"--servers {k} needs --bridge redis or zmq: unbridged chat "
                               "servers do not share messages")
         if options.get("ws_placement") == "cross" and k < 2:
             raise TargetError("--ws-placement cross needs --servers 2 or more")
         buffer = options.get("max_client_buffer")
-        if buffer is not None and int(buffer) < 1:
-            raise TargetError("--max-client-buffer must be a positive number of bytes")
+        if buffer is not None and not 1 <= int(buffer) <= MAX_CLIENT_BUFFER:
+            raise TargetError(f"--max-client-buffer must be from 1 to {MAX_CLIENT_BUFFER} bytes")
         if options.get("redis_url") and bridge != "redis":
             raise TargetError("--redis-url applies to --bridge redis only")
         if bridge == "redis" and not options.get("redis_url"):
@@ -120,6 +127,7 @@ class WsTarget(Target):
         with contextlib.ExitStack() as stack:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="msgbench-ws-")))
             extra: list[list[str]] = [[] for _ in range(k)]
+            env: dict[str, str] = {}
             if bridge == "redis":
                 url = opts.get("redis_url")
                 if url:
@@ -130,7 +138,8 @@ class WsTarget(Target):
                     assert srv.pid is not None
                     procs.append(ServerProcess("redis-server", srv.pid))
                     info["redis_version"], info["redis_settings"] = srv.version, srv.settings
-                extra = [["--redis-url", str(url)] for _ in range(k)]
+                # by environment, not argv: a password there is visible to every user (ps)
+                env[SECRET_ENV["--redis-url"]] = str(url)
             ports = _distinct_ports(2 * k if bridge == "zmq" else k)
             if bridge == "zmq":
                 binds = [f"tcp://{LOOPBACK}:{p}" for p in ports[k:]]
@@ -144,7 +153,7 @@ class WsTarget(Target):
                         "--max-client-buffer", str(buffer), "--log-level", "warning",
                         "--max-size", str(info["max_size"]),
                         *extra[i]]
-                proc = spawn_server(argv, log_path=tmp / f"chat-{i}.log")
+                proc = spawn_server(argv, log_path=tmp / f"chat-{i}.log", env=env)
                 stack.callback(stop_process, proc)
                 started.append(proc)
                 procs.append(ServerProcess(f"chat-server {i}", proc.pid))

@@ -57,6 +57,8 @@ from msgbench.targets.zmq.proxy import DEFAULT_HWM, forwarder
 
 MODES = ("mesh", "proxy")
 TRANSPORTS = ("tcp", "ipc")
+C_INT_MAX = 2**31 - 1
+"""ZeroMQ takes high-water marks and socket buffer sizes as a C int."""
 MAX_BATCH = 1024
 """Messages taken from a socket per reader callback; then the loop gets a turn."""
 LINGER_MS = 1000
@@ -113,11 +115,14 @@ class Settings:
             raise TargetError(
                 f"--zmq-transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}"
             )
-        if not isinstance(hwm, int) or isinstance(hwm, bool) or hwm < 0:
-            raise TargetError(f"--hwm must be a whole number >= 0 (0: no limit), got {hwm!r}")
+        if not isinstance(hwm, int) or isinstance(hwm, bool) or not 0 <= hwm <= C_INT_MAX:
+            raise TargetError(f"--hwm must be a whole number from 0 (no limit) to {C_INT_MAX}, "
+                              f"got {hwm!r}")
         sockbuf = options.get("zmq_sockbuf") or 0
-        if not isinstance(sockbuf, int) or isinstance(sockbuf, bool) or sockbuf < 0:
-            raise TargetError(f"--zmq-sockbuf must be a number of bytes >= 0, got {sockbuf!r}")
+        if (not isinstance(sockbuf, int) or isinstance(sockbuf, bool)
+                or not 0 <= sockbuf <= C_INT_MAX):
+            raise TargetError(f"--zmq-sockbuf must be a number of bytes from 0 to {C_INT_MAX}, "
+                              f"got {sockbuf!r}")
         external = None
         spec = options.get("zmq_proxy")
         if spec:
