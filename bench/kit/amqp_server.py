@@ -32,8 +32,9 @@ import psutil
 from msgbench.api.target import TargetError
 from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, which
 
-SERVER_SCRIPT = "/usr/lib/rabbitmq/bin/rabbitmq-server"
-"""Debian's start script; ``/usr/sbin/rabbitmq-server`` is a wrapper that changes user."""
+WRAPPER = "rabbitmq-script-wrapper"
+"""What Debian's ``/usr/sbin/rabbitmq-server`` links to: it changes user and directory; the
+real start script lies next to it."""
 START_TIMEOUT_S = 60.0
 """A cold start on a busy 2-core machine takes 5-10 s; give it room before failing."""
 STOP_TIMEOUT_S = 15.0
@@ -69,10 +70,13 @@ class PrivateBroker:
 
 
 def server_script() -> str | None:
-    """The rabbitmq-server start script if it is installed, else None."""
-    if Path(SERVER_SCRIPT).is_file():
-        return SERVER_SCRIPT
-    return which("rabbitmq-server")
+    """The rabbitmq-server start script found on PATH (past Debian's wrapper), else None."""
+    found = which("rabbitmq-server")
+    if found is None:
+        return None
+    real = Path(found).resolve()
+    beside = real.parent / "rabbitmq-server"
+    return str(beside) if real.name == WRAPPER and beside.is_file() else found
 
 
 def check_installed() -> str | None:

@@ -167,12 +167,12 @@ class FastSubscription(Subscription, Consumer):
         self.closed = False
         conn.consumer = self
         conn.on_lost = self._lost
-        conn.on_cancel = lambda: self._lost("the broker cancelled the consumer "
+        conn.on_cancel = lambda: self._lost("RabbitMQ cancelled the consumer "
                                             "(its queue was deleted?)")
 
     def _lost(self, reason: str) -> None:
         if not self.closed:
-            self.sink.disconnected(f"RabbitMQ: {reason}")
+            self.sink.disconnected(reason)
 
     def block(self, buf: bytes, first: int, count: int, shape: Shape) -> None:
         """Hand the run over uncut, then ack as the ack mode says."""

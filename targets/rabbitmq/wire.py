@@ -148,13 +148,14 @@ class AmqpConnection(asyncio.Protocol, DeliverySink):
         try:
             used = parse(buf, self, self.frame_max + 8)
         except (FrameError, ValueError) as exc:
-            self._fail(AmqpError(f"bad frame from the broker: {exc}"))
+            self._fail(AmqpError(f"bad frame from RabbitMQ: {exc}"))
             return
         self.buf = buf[used:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Fail what waits, wake a paused writer, tell ``on_lost`` once."""
-        reason = self.error or AmqpError(f"connection lost: {exc or 'closed by the broker'}")
+        why = exc or "closed by the broker"
+        reason = self.error or AmqpError(f"RabbitMQ connection lost: {why}")
         self._fail(reason)
 
     def pause_writing(self) -> None:
@@ -187,12 +188,14 @@ class AmqpConnection(asyncio.Protocol, DeliverySink):
                                 isinstance(value, commands.Basic.Nack))
         elif isinstance(value, commands.Connection.Close):
             self._write(method_frame(0, commands.Connection.CloseOk()))
-            cls = AccessRefused if value.reply_code == ACCESS_REFUSED else AmqpError
-            self._fail(cls(f"the broker closed the connection: {value.reply_text}"))
+            if value.reply_code == ACCESS_REFUSED:
+                self._fail(AccessRefused(value.reply_text))
+            else:
+                self._fail(AmqpError(f"RabbitMQ closed the connection: {value.reply_text}"))
         elif isinstance(value, commands.Channel.Close):
             self._write(method_frame(channel, commands.Channel.CloseOk()))
             cls = AccessRefused if value.reply_code == ACCESS_REFUSED else AmqpError
-            self._fail(cls(f"the broker closed the channel: {value.reply_text}"))
+            self._fail(cls(f"RabbitMQ closed the channel: {value.reply_text}"))
         elif isinstance(value, commands.Basic.Cancel):
             if self.on_cancel is not None:
                 self.on_cancel()
@@ -209,7 +212,7 @@ class AmqpConnection(asyncio.Protocol, DeliverySink):
             else:
                 fut.set_exception(AmqpError(f"expected {kind.__name__}, got {value.name}"))
         else:
-            self._fail(AmqpError(f"unexpected {value.name} from the broker"))
+            self._fail(AmqpError(f"unexpected {value.name} from RabbitMQ"))
 
     # -- sending ------------------------------------------------------------
     def _write(self, data: bytes) -> None:
@@ -320,5 +323,5 @@ async def connect(url: AmqpUrl, timeout: float = CONNECT_TIMEOUT_S) -> AmqpConne
         if "connection lost" in str(exc):  # the broker drops a refused login if it cannot say
             raise AccessRefused(f"RabbitMQ at {url.display()} closed the connection during "
                                 "the login (wrong user, password or vhost?)") from None
-        raise
+        raise AmqpError(f"RabbitMQ at {url.display()}: {exc}") from None
     return conn

@@ -1,0 +1,336 @@
+"""Speed check of the RabbitMQ target, next to bare PerfTest-style loops in the same run.
+
+One private RabbitMQ node serves the whole script (msgbench runs reach it with
+``--amqp-url``), so every figure below comes from the same broker.
+
+For 1 -> 1 and 4 -> 32, 64 B, and each delivery setting (plain: transient queues, no
+confirms; ``--confirm-window 256``; ``--durable --persistent --confirm-window 256``):
+
+* **reference**: a bare loop without msgbench, as RabbitMQ's PerfTest runs one: publisher
+  connections writing blocks of 128 publishes (same framing as msgbench's fast path,
+  same confirm window) flat out, consumer connections (one queue each, prefetch 1000,
+  one multiple-ack per 250) counting deliveries; deliveries/s over the measured seconds
+  after a settling time, and the broker's CPU-s per delivery;
+* **msgbench**: the highest fixed rate per publisher (doubling from :data:`RAMP_START`,
+  then one step back up by half) that the subscribers keep up with (status ok, 95 % of the
+  offered deliveries inside the window, p99 under :data:`KEEP_UP_P99_NS`), its
+  deliveries/s and the broker's CPU-s per delivery. Closed loop is no maximum for a broker
+  with deep queues: publishers fill the queues and latency grows to seconds.
+
+1 -> 1 also runs a bare aiormq loop (``basic_publish`` per message, a callback per
+delivery), to show how far the usual asyncio client is from the broker. ``--churn``:
+durable against transient queues, 1 -> 4 at 2000/s with ``--churn 200ms/1s``.
+
+    python3 benchmarks/bench_rabbitmq.py [--duration 2s] [--only 1x1|4x32|churn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import psutil
+import uvloop
+from pamqp import commands
+
+from msgbench.kit.amqp_server import PrivateBroker, private_broker
+from msgbench.targets.rabbitmq.client import declare_exchanges
+from msgbench.targets.rabbitmq.frames import Shape, publish_block, publish_head
+from msgbench.targets.rabbitmq.layout import Layout
+from msgbench.targets.rabbitmq.wire import AmqpUrl, Consumer, ack_frame, connect, parse_url
+
+BATCH = 128
+SIZE = 64
+SETTLE_S = 1.0
+WARMUP_S = 1.0
+PREFETCH = 1000
+ACK_EVERY = 250
+RAMP_START = 1000
+KEEP_UP = 0.95
+KEEP_UP_P99_NS = 200_000_000
+SETTINGS: dict[str, tuple[str, ...]] = {
+    "plain": (),
+    "confirms 256": ("--confirm-window", "256"),
+    "durable+persistent+confirms 256": ("--durable", "--persistent", "--confirm-window", "256"),
+}
+
+
+def _layout(flags: tuple[str, ...], run_id: str) -> Layout:
+    window = int(flags[flags.index("--confirm-window") + 1]) if "--confirm-window" in flags \
+        else 0
+    return Layout(run_id, ("t0",), durable="--durable" in flags,
+                  persistent="--persistent" in flags, confirm_window=window,
+                  prefetch=PREFETCH, ack_every=ACK_EVERY)
+
+
+# -- the bare loop ---------------------------------------------------------------
+class _Count(Consumer):
+    def __init__(self) -> None:
+        self.count = 0
+        self.unacked = 0
+        self.conn: Any = None
+
+    def block(self, buf: bytes, first: int, count: int, shape: Shape) -> None:
+        self.count += count
+        self._ack(buf, first + (count - 1) * shape.stride + shape.tag_at, count)
+
+    def one(self, body: bytes, tag: int) -> None:
+        self.count += 1
+        self.unacked += 1
+        if self.unacked >= ACK_EVERY:
+            self.conn.write(ack_frame(tag, True))
+            self.unacked = 0
+
+    def _ack(self, buf: bytes, at: int, n: int) -> None:
+        self.unacked += n
+        if self.unacked >= ACK_EVERY:
+            self.conn.write(ack_frame(int.from_bytes(buf[at : at + 8], "big"), True))
+            self.unacked = 0
+
+
+async def _consumers(url: AmqpUrl, layout: Layout, n: int, seconds: float, ready: Any,
+                     out: Any, first_sub: int) -> None:
+    counters = []
+    for i in range(n):
+        conn = await connect(url)
+        await declare_exchanges(conn, layout)
+        c = _Count()
+        c.conn = conn
+        conn.consumer = c
+        await conn.call(commands.Basic.Qos(prefetch_count=PREFETCH), commands.Basic.QosOk)
+        ok = await conn.call(commands.Queue.Declare(
+            queue=layout.sub_queue(first_sub + i), arguments=None, **layout.queue_flags()),
+            commands.Queue.DeclareOk)
+        queue = ok.queue or layout.sub_queue(first_sub + i)
+        await conn.call(commands.Queue.Bind(queue=queue, exchange=layout.exchange("t0")),
+                        commands.Queue.BindOk)
+        await conn.call(commands.Basic.Consume(queue=queue, consumer_tag="c"),
+                        commands.Basic.ConsumeOk)
+        counters.append(c)
+    ready.set()
+    while sum(c.count for c in counters) == 0:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(SETTLE_S)
+    start, first = time.perf_counter(), sum(c.count for c in counters)
+    await asyncio.sleep(seconds)
+    out.put((sum(c.count for c in counters) - first) / (time.perf_counter() - start))
+
+
+async def _publishers(url: AmqpUrl, layout: Layout, n: int, seconds: float) -> None:
+    async def one() -> None:
+        conn = await connect(url)
+        await declare_exchanges(conn, layout)
+        settled = [0]
+        if layout.confirm_window:
+            conn.on_confirm = lambda tag, multiple, nack: settled.__setitem__(
+                0, max(settled[0], tag))
+            await conn.call(commands.Confirm.Select(), commands.Confirm.SelectOk)
+        head = publish_head(1, layout.exchange("t0"), "", SIZE,
+                            commands.Basic.Properties(delivery_mode=layout.delivery_mode))
+        sent, seq, end = 0, 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            # distinct payloads, as a real publisher builds them
+            block = b"".join((seq + k).to_bytes(8, "little") + bytes(SIZE - 8)
+                             for k in range(BATCH))
+            seq += BATCH
+            while layout.confirm_window and sent + BATCH - settled[0] > layout.confirm_window:
+                await asyncio.sleep(0.0002)
+            conn.write(publish_block(head, block, BATCH, SIZE))
+            sent += BATCH
+            await conn.drain()
+            await asyncio.sleep(0)
+        conn.close()
+
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
+def _consumer_main(url: AmqpUrl, layout: Layout, n: int, seconds: float, ready: Any,
+                   out: Any, first_sub: int) -> None:
+    uvloop.run(_consumers(url, layout, n, seconds, ready, out, first_sub))
+
+
+def _cpu(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
+def reference(broker: PrivateBroker, pubs: int, subs: int, flags: tuple[str, ...],
+              seconds: float, run_id: str) -> tuple[float, float]:
+    """(deliveries/s, broker CPU-s per million deliveries) of the bare loop."""
+    url, layout = parse_url(broker.url), _layout(flags, run_id)
+    ctx = mp.get_context("spawn")
+    procs, outs = [], []
+    halves = [subs // 2, subs - subs // 2] if subs > 1 else [subs]
+    first = 0
+    for n in halves:  # two consumer processes: the machine has two cores
+        ready, out = ctx.Event(), ctx.Queue()
+        p = ctx.Process(target=_consumer_main, args=(url, layout, n, seconds, ready, out,
+                                                     first))
+        p.start()
+        ready.wait(30)
+        procs.append(p)
+        outs.append(out)
+        first += n
+    cpu0 = _cpu(broker.pid)
+    t0 = time.perf_counter()
+    uvloop.run(_publishers(url, layout, pubs, seconds + SETTLE_S + 1.0))
+    rate = sum(float(o.get(timeout=60)) for o in outs)
+    cpu = (_cpu(broker.pid) - cpu0) / (time.perf_counter() - t0)
+    for p in procs:
+        p.join(10)
+    return rate, cpu / rate * 1e6 if rate else float("nan")
+
+
+def aiormq_reference(broker: PrivateBroker, seconds: float) -> float:
+    """Deliveries/s of a bare aiormq loop, 1 -> 1, no confirms."""
+    import aiormq
+
+    async def main() -> float:
+        pc, sc = await aiormq.connect(broker.url), await aiormq.connect(broker.url)
+        pch, sch = await pc.channel(), await sc.channel()
+        await pch.exchange_declare("bench.aiormq", exchange_type="fanout")
+        q = await sch.queue_declare("", exclusive=True, auto_delete=True)
+        queue = str(q.queue)
+        await sch.queue_bind(queue, "bench.aiormq")
+        await sch.basic_qos(prefetch_count=PREFETCH)
+        got = [0]
+
+        async def on(msg: Any) -> None:
+            got[0] += 1
+            if got[0] % ACK_EVERY == 0:
+                await sch.basic_ack(msg.delivery_tag, multiple=True)
+
+        await sch.basic_consume(queue, on)
+        props = aiormq.spec.Basic.Properties(delivery_mode=1)
+        stop = time.perf_counter() + SETTLE_S + seconds
+        start_at, first = time.perf_counter() + SETTLE_S, 0
+        while time.perf_counter() < stop:
+            for _ in range(BATCH):
+                # wait=False: do not wait for the socket to drain after every message
+                await pch.basic_publish(bytes(SIZE), exchange="bench.aiormq", properties=props,
+                                        wait=False)  # type: ignore[call-arg]
+            if not first and time.perf_counter() >= start_at:
+                first, start_at = got[0], time.perf_counter()
+        rate = (got[0] - first) / (time.perf_counter() - start_at)
+        await pc.close()
+        await sc.close()
+        return rate
+
+    return uvloop.run(main())
+
+
+# -- msgbench ------------------------------------------------------------------------
+def msgbench_run(broker: PrivateBroker, pubs: int, subs: int, duration: str, rate: str,
+                 extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One ``msgbench run --target rabbitmq --amqp-url <the bench's broker>``."""
+    with tempfile.TemporaryDirectory() as out:
+        proc = subprocess.run(
+            [sys.executable, "-m", "msgbench", "run", "--target", "rabbitmq", "--amqp-url",
+             broker.url, "--pubs", str(pubs), "--subs", str(subs), "--size", str(SIZE),
+             "--rate", rate, "--duration", duration, "--warmup", f"{WARMUP_S:g}s", "--json",
+             "--quiet", "--out", out, *extra], capture_output=True, text=True, check=False)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"msgbench run failed: {proc.stderr.strip()}")
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+def _keeps_up(doc: dict[str, Any], offered: float) -> bool:
+    s = doc["summary"]
+    return bool(doc["status"] == "ok" and s["deliveries_per_s"] >= KEEP_UP * offered
+                and s["latency_ns"]["p99"] <= KEEP_UP_P99_NS)
+
+
+def _measured_run(broker: PrivateBroker, pubs: int, subs: int, duration: str, rate: int,
+                  flags: tuple[str, ...]) -> dict[str, Any]:
+    """A fixed-rate run, with the broker's CPU-s per million deliveries added.
+
+    msgbench cannot see the process of a ``--amqp-url`` broker, so the bench reads the
+    broker's CPU around the whole run and divides by every delivery the run offered
+    (warm-up included); an idle node costs next to nothing without busy-waiting.
+    """
+    c0 = _cpu(broker.pid)
+    doc = msgbench_run(broker, pubs, subs, duration, str(rate), flags)
+    offered = rate * pubs * subs * (WARMUP_S + float(duration.rstrip("s")))
+    doc["_broker_cpu_per_m"] = (_cpu(broker.pid) - c0) / offered * 1e6
+    return doc
+
+
+def sustained(broker: PrivateBroker, pubs: int, subs: int, flags: tuple[str, ...],
+              duration: str) -> tuple[int, dict[str, Any] | None]:
+    """The highest kept-up rate per publisher (see the module docstring) and its run."""
+    rate, best, best_doc = RAMP_START, 0, None
+    while True:
+        doc = _measured_run(broker, pubs, subs, duration, rate, flags)
+        if not _keeps_up(doc, rate * pubs * subs):
+            break
+        best, best_doc = rate, doc
+        rate *= 2
+    if best:  # one step back up: halfway between the last good and the first bad rate
+        mid = best + best // 2
+        doc = _measured_run(broker, pubs, subs, duration, mid, flags)
+        if _keeps_up(doc, mid * pubs * subs):
+            best, best_doc = mid, doc
+    return best, best_doc
+
+
+def compare(broker: PrivateBroker, pubs: int, subs: int, duration: str) -> None:
+    """Reference and msgbench for each delivery setting, one after the other."""
+    seconds = float(duration.rstrip("s"))
+    print(f"== {pubs} -> {subs}, {SIZE} B")
+    for i, (name, flags) in enumerate(SETTINGS.items()):
+        ref, ref_cpu = reference(broker, pubs, subs, flags, seconds, f"ref{pubs}x{subs}{i}")
+        best, doc = sustained(broker, pubs, subs, flags, duration)
+        if doc is None:
+            print(f"{name:34} reference {ref:>9,.0f}/s ({ref_cpu:.1f} broker CPU-s/M)   "
+                  f"msgbench: did not keep up at {RAMP_START}/s")
+            continue
+        s = doc["summary"]
+        got = float(s["deliveries_per_s"])
+        cpu_m = doc["_broker_cpu_per_m"]
+        print(f"{name:34} reference {ref:>9,.0f}/s ({ref_cpu:.1f} broker CPU-s/M)   "
+              f"msgbench {got:>9,.0f}/s at {best}/s per pub ({cpu_m:.1f} broker CPU-s/M, "
+              f"p99 {s['latency_ns']['p99'] / 1e6:.1f} ms)   ratio {got / ref:.2f}", flush=True)
+    if (pubs, subs) == (1, 1):
+        rate = aiormq_reference(broker, seconds)
+        print(f"{'bare aiormq loop, plain':34} {rate:>9,.0f}/s", flush=True)
+
+
+def churn(broker: PrivateBroker, duration: str) -> None:
+    """Durable against transient queues under churn, 1 -> 4 at 2000/s."""
+    print("== churn: 1 -> 4, 2000/s, --churn 200ms/1s")
+    for name, flags in (("transient", ()), ("durable", ("--durable",))):
+        doc = msgbench_run(broker, 1, 4, duration, "2000", (*flags, "--churn", "200ms/1s"))
+        s = doc["summary"]
+        print(f"{name:10} {doc['status']:9} expected {s['expected']:>7,}  delivered "
+              f"{s['delivered']:>7,}  lost {s['lost']:>6,} (while away "
+              f"{s['lost_during_churn']:>6,})  duplicated {s['duplicated']}  "
+              f"p99 {s['latency_ns']['p99'] / 1e6:.1f} ms", flush=True)
+
+
+def main() -> None:
+    """Parse the arguments, start the broker, run the comparisons."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", default="2s", help="seconds per trial, e.g. 2s")
+    ap.add_argument("--only", choices=("1x1", "4x32", "churn"))
+    args = ap.parse_args()
+    with private_broker() as broker:
+        print(f"private RabbitMQ node up in {broker.startup_s:.1f} s "
+              f"({broker.settings['scheduler_busy_wait']})", flush=True)
+        if args.only in (None, "1x1"):
+            compare(broker, 1, 1, args.duration)
+        if args.only in (None, "4x32"):
+            compare(broker, 4, 32, args.duration)
+        if args.only in (None, "churn"):
+            churn(broker, "4s")
+
+
+if __name__ == "__main__":
+    main()
