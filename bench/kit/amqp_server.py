@@ -30,7 +30,14 @@ from pathlib import Path
 import psutil
 
 from msgbench.api.target import TargetError
-from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, which
+from msgbench.kit.procs import (
+    LOOPBACK,
+    _die_with_parent,
+    free_port,
+    spawn_server,
+    stop_process,
+    which,
+)
 
 WRAPPER = "rabbitmq-script-wrapper"
 """What Debian's ``/usr/sbin/rabbitmq-server`` links to: it changes user and directory; the
@@ -193,15 +200,12 @@ def private_broker() -> Iterator[PrivateBroker]:
 
 
 def _spawn(script: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Like :func:`~msgbench.kit.procs.spawn_server`, with the node's environment."""
-    saved = dict(os.environ)
-    try:  # spawn_server inherits os.environ; swap it in for the moment of the fork
-        os.environ.clear()
-        os.environ.update(env)
-        return spawn_server([script], log_path=log, cwd=Path(env["HOME"]))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    """Like :func:`~msgbench.kit.procs.spawn_server` (own session, dies with msgbench),
+    with the node's environment instead of ours."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([script], stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=env["HOME"], env=env,
+                                start_new_session=True, preexec_fn=_die_with_parent)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], port: int, tmp: Path) -> None:
