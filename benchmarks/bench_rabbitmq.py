@@ -1,7 +1,7 @@
 """Speed check of the RabbitMQ target, next to bare PerfTest-style loops in the same run.
 
-One private RabbitMQ node serves the whole script (msgbench runs reach it with
-``--amqp-url``), so every figure below comes from the same broker.
+One private RabbitMQ node serves the whole script (msgbench runs reach it through
+``$MSGBENCH_AMQP_URL``), so every figure below comes from the same broker.
 
 For 1 -> 1 and 4 -> 32, 64 B, and each delivery setting (plain: transient queues, no
 confirms; ``--confirm-window 256``; ``--durable --persistent --confirm-window 256``):
@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from msgbench.kit.amqp_server import PrivateBroker, private_broker
 from msgbench.targets.rabbitmq.client import declare_exchanges
 from msgbench.targets.rabbitmq.frames import Shape, publish_block, publish_head
 from msgbench.targets.rabbitmq.layout import Layout
+from msgbench.targets.rabbitmq.target import URL_ENV
 from msgbench.targets.rabbitmq.wire import AmqpUrl, Consumer, ack_frame, connect, parse_url
 
 BATCH = 128
@@ -258,13 +260,15 @@ def aiormq_reference(broker: PrivateBroker, seconds: float) -> float:
 # -- msgbench ------------------------------------------------------------------------
 def msgbench_run(broker: PrivateBroker, pubs: int, subs: int, duration: str, rate: str,
                  extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One ``msgbench run --target rabbitmq --amqp-url <the bench's broker>``."""
+    """One ``msgbench run --target rabbitmq`` on the bench's broker (``$MSGBENCH_AMQP_URL``)."""
+    env = {**os.environ, URL_ENV: broker.url}  # the password stays off the command line
     with tempfile.TemporaryDirectory() as out:
         proc = subprocess.run(
-            [sys.executable, "-m", "msgbench", "run", "--target", "rabbitmq", "--amqp-url",
-             broker.url, "--pubs", str(pubs), "--subs", str(subs), "--size", str(SIZE),
+            [sys.executable, "-m", "msgbench", "run", "--target", "rabbitmq",
+             "--pubs", str(pubs), "--subs", str(subs), "--size", str(SIZE),
              "--rate", rate, "--duration", duration, "--warmup", f"{WARMUP_S:g}s", "--json",
-             "--quiet", "--out", out, *extra], capture_output=True, text=True, check=False)
+             "--quiet", "--out", out, *extra], capture_output=True, text=True, check=False,
+            env=env)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"msgbench run failed: {proc.stderr.strip()}")
     doc: dict[str, Any] = json.loads(proc.stdout)

@@ -17,7 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import pytest
@@ -27,6 +27,7 @@ from pamqp.body import ContentBody
 from conftest import CliRun, msgbench_argv
 from msgbench.api.target import TargetError
 from msgbench.kit.amqp_server import PrivateBroker, check_installed, private_broker
+from msgbench.targets.rabbitmq.client import FastPublisher
 from msgbench.targets.rabbitmq.frames import (
     DeliverySink,
     Shape,
@@ -36,8 +37,8 @@ from msgbench.targets.rabbitmq.frames import (
     publish_one,
 )
 from msgbench.targets.rabbitmq.layout import Layout
-from msgbench.targets.rabbitmq.target import parse_ack
-from msgbench.targets.rabbitmq.wire import AmqpError, connect, parse_url
+from msgbench.targets.rabbitmq.target import URL_ENV, parse_ack
+from msgbench.targets.rabbitmq.wire import AmqpConnection, AmqpError, connect, parse_url
 
 needs_broker = pytest.mark.skipif(check_installed() is not None,
                                   reason="rabbitmq-server not installed")
@@ -84,6 +85,19 @@ def test_layout_names_and_flags() -> None:
     assert top.queue_flags() == {"durable": True, "exclusive": False, "auto_delete": False}
     assert top.queue_arguments() == {"x-queue-type": "quorum", "x-max-length": 9}
     assert Layout.from_json(json.loads(json.dumps(top.to_json()))) == top
+
+
+def test_confirm_window_counts_multiple_and_out_of_order_confirms() -> None:
+    pub = FastPublisher(cast(AmqpConnection, None), Layout("r", ("t0",), confirm_window=8))
+    pub.sent = 10
+    pub._on_confirm(3, True, False)  # 1-3
+    pub._on_confirm(6, False, False)  # 6 alone: 4 and 5 still open
+    pub._on_confirm(5, False, False)
+    assert (pub.settled, pub.singles, pub.unconfirmed) == (3, {5, 6}, 5)
+    pub._on_confirm(4, False, False)  # contiguous now: 1-6
+    assert (pub.settled, pub.singles, pub.unconfirmed) == (6, set(), 4)
+    pub._on_confirm(10, True, True)  # a nack settles too, and is counted
+    assert (pub.unconfirmed, pub.nacked) == (0, 1)
 
 
 def test_publish_block_is_the_publishes_joined() -> None:
@@ -177,9 +191,20 @@ def _ok_exact(r: CliRun) -> dict[str, Any]:
     return doc
 
 
-def _run(run_cli: Any, broker: PrivateBroker, *args: str, timeout: float = 120) -> CliRun:
-    r: CliRun = run_cli("run", "-t", "rabbitmq", "--amqp-url", broker.url, *args,
-                        timeout=timeout)
+def _run(run_cli: Any, broker: PrivateBroker, *args: str, timeout: float = 120,
+         url: str | None = None) -> CliRun:
+    """``msgbench run -t rabbitmq`` on ``broker``, its URL (holding the password) passed in
+    the environment as a user should, not on the command line."""
+    saved = os.environ.get(URL_ENV)
+    os.environ[URL_ENV] = url or broker.url
+    try:
+        r: CliRun = run_cli("run", "-t", "rabbitmq", *args, timeout=timeout)
+    finally:
+        if saved is None:
+            del os.environ[URL_ENV]
+        else:
+            os.environ[URL_ENV] = saved
+    assert broker.password not in r.stderr + r.stdout
     return r
 
 
@@ -288,7 +313,7 @@ def test_bad_password_and_vhost_are_one_line(run_cli: Any, broker: PrivateBroker
     line = _one_error_line(run_cli("run", "-t", "rabbitmq", "--amqp-url", wrong, *SHORT))
     assert "refused the login" in line and "nope" not in line
     vhost = broker.url.rsplit("/", 1)[0] + "/nosuch"
-    line = _one_error_line(run_cli("run", "-t", "rabbitmq", "--amqp-url", vhost, *SHORT))
+    line = _one_error_line(_run(run_cli, broker, *SHORT, url=vhost))
     assert "nosuch" in line and broker.password not in line
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import os
 import re
 import secrets
 from collections.abc import Iterator, Mapping
@@ -44,6 +45,8 @@ DEFAULT_PREFETCH = 1000
 DEFAULT_ACK = "multi:250"
 _ACK_RE = re.compile(r"^(auto|each|multi(?::(\d+))?)$")
 CLEANUP_TIMEOUT_S = 5.0
+URL_ENV = "MSGBENCH_AMQP_URL"
+"""Where ``--amqp-url`` may come from instead: keeps a password off the command line."""
 
 
 def parse_ack(text: str, prefetch: int) -> tuple[str, int]:
@@ -89,6 +92,11 @@ def layout_of(options: Mapping[str, JSON], topics: tuple[str, ...], run_id: str)
     return Layout(run_id, topics, kind, durable, quorum, bool(options.get("persistent")),
                   _int(options, "confirm_window", "--confirm-window", 0), prefetch, ack, every,
                   _int(options, "amqp_max_length", "--amqp-max-length", 0))
+
+
+def given_url(options: Mapping[str, JSON]) -> str | None:
+    """``--amqp-url``, else ``$MSGBENCH_AMQP_URL``, else None (start a private broker)."""
+    return str(options.get("amqp_url") or os.environ.get(URL_ENV) or "") or None
 
 
 def _url(text: str) -> AmqpUrl:
@@ -149,7 +157,8 @@ class RabbitTarget(Target):
                    "transient or --durable")
     options = (
         TargetOption("--amqp-url", "Use this broker (amqp://user:pass@host:port/vhost, "
-                     "amqps:// for TLS) instead of starting a private rabbitmq-server."),
+                     "amqps:// for TLS) instead of starting a private rabbitmq-server; or set "
+                     f"{URL_ENV} (keeps the password off the command line)."),
         TargetOption("--amqp-client", "Client path: 'fast' (blocks of frames per write, "
                      "deliveries parsed per read: measures RabbitMQ) or 'aio-pika' (what an "
                      "aio-pika app sees).", default="fast", choices=CLIENTS),
@@ -185,8 +194,9 @@ class RabbitTarget(Target):
 
     def validate(self, options: Mapping[str, JSON]) -> None:
         """Reject a malformed URL, bad numbers or ack mode, --quorum without --durable."""
-        if options.get("amqp_url"):
-            _url(str(options["amqp_url"]))
+        given = given_url(options)
+        if given:
+            _url(given)
         layout_of(options, (), "x")
         if options.get("amqp_client") == "aio-pika" and not importlib.util.find_spec("aio_pika"):
             raise TargetError("--amqp-client aio-pika needs aio-pika: pip install aio-pika")
@@ -199,9 +209,9 @@ class RabbitTarget(Target):
         info: dict[str, Any] = {"client": client, **layout.describe(), "run_id": layout.run_id}
         if layout.persistent and not layout.durable:
             info["note"] = "persistent messages in transient queues are not written to disk"
-        given = spec.options.get("amqp_url")
+        given = given_url(spec.options)
         if given:
-            url = _url(str(given))
+            url = _url(given)
             info.update(describe(url), managed=False, measured=False, url=url.display())
             data = {"url": asdict(url), "layout": layout.to_json(), "client": client}
             yield Endpoint(data=data, info=info)
