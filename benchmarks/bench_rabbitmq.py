@@ -13,10 +13,10 @@ confirms; ``--confirm-window 256``; ``--durable --persistent --confirm-window 25
   after a settling time, and the broker's CPU-s per delivery;
 * **msgbench** at a fixed rate of half what the bare loop just reached: its deliveries/s,
   p99, whether it kept up (status ok, 95 % of the offered deliveries inside the window,
-  p99 under :data:`KEEP_UP_P99_NS`) and the broker's CPU-s per delivery; with confirms
-  also in closed loop (the confirm window bounds what is queued), next to the bare loop.
-  Closed loop without confirms is no maximum for a broker with deep queues: publishers
-  fill the queues and latency grows to seconds.
+  p99 under :data:`KEEP_UP_P99_NS`) and the broker's CPU-s per delivery; 1 -> 1 with
+  confirms also in closed loop, next to the bare loop. Closed loop is no maximum for a
+  broker with deep queues otherwise: a confirm says a message is enqueued, not consumed,
+  so publishers fill the 32 queues and latency grows to seconds.
 
 1 -> 1 also runs a bare aiormq loop (``basic_publish`` per message, a callback per
 delivery), to show how far the usual asyncio client is from the broker. ``--churn``:
@@ -44,7 +44,7 @@ import uvloop
 from pamqp import commands
 
 from msgbench.kit.amqp_server import PrivateBroker, private_broker
-from msgbench.targets.rabbitmq.client import declare_exchanges
+from msgbench.targets.rabbitmq.client import declare_exchanges, declare_queue
 from msgbench.targets.rabbitmq.frames import Shape, publish_block, publish_head
 from msgbench.targets.rabbitmq.layout import Layout
 from msgbench.targets.rabbitmq.target import URL_ENV
@@ -108,10 +108,7 @@ async def _consumers(url: AmqpUrl, layout: Layout, n: int, seconds: float, ready
         c.conn = conn
         conn.consumer = c
         await conn.call(commands.Basic.Qos(prefetch_count=PREFETCH), commands.Basic.QosOk)
-        ok = await conn.call(commands.Queue.Declare(
-            queue=layout.sub_queue(first_sub + i), arguments=None, **layout.queue_flags()),
-            commands.Queue.DeclareOk)
-        queue = ok.queue or layout.sub_queue(first_sub + i)
+        queue = await declare_queue(conn, layout.subscriber_queue(first_sub + i))
         await conn.call(commands.Queue.Bind(queue=queue, exchange=layout.exchange("t0")),
                         commands.Queue.BindOk)
         await conn.call(commands.Basic.Consume(queue=queue, consumer_tag="c"),
@@ -321,7 +318,7 @@ def compare(broker: PrivateBroker, pubs: int, subs: int, duration: str, trials: 
             half_cpu.append(doc["_broker_cpu_per_m"])
             p99.append(s["latency_ns"]["p99"] / 1e6)
             kept += _keeps_up(doc, rate * pubs * subs)
-            if "--confirm-window" in flags:
+            if "--confirm-window" in flags and subs == 1:
                 closed.append(float(msgbench_run(broker, pubs, subs, duration, "max", flags)
                                     ["summary"]["deliveries_per_s"]))
         line = (f"{name:32} bare loop {_med(ref):>8,.0f}/s ({_med(ref_cpu):5.1f} broker "

@@ -36,7 +36,7 @@ from msgbench.targets.rabbitmq.frames import (
     publish_head,
     publish_one,
 )
-from msgbench.targets.rabbitmq.layout import Layout
+from msgbench.targets.rabbitmq.layout import Layout, QueueSpec
 from msgbench.targets.rabbitmq.target import URL_ENV, parse_ack
 from msgbench.targets.rabbitmq.wire import AmqpConnection, AmqpError, connect, parse_url
 
@@ -78,12 +78,14 @@ def test_layout_names_and_flags() -> None:
     fan = Layout("r1", ("t0", "t1"))
     assert fan.exchanges() == ["msgbench.r1.t0", "msgbench.r1.t1"]
     assert fan.routing_key("t0") == "" and fan.sub_queue(3) == ""
-    assert fan.queue_flags() == {"durable": False, "exclusive": True, "auto_delete": True}
+    assert fan.subscriber_queue(3) == QueueSpec("", False, True, True, {})
     top = Layout("r1", ("t0", "t1"), "topic", durable=True, quorum=True, max_length=9)
     assert top.exchanges() == ["msgbench.r1"] and top.routing_key("t1") == "t1"
     assert top.sub_queue(3) == "msgbench.r1.sub.3"
-    assert top.queue_flags() == {"durable": True, "exclusive": False, "auto_delete": False}
-    assert top.queue_arguments() == {"x-queue-type": "quorum", "x-max-length": 9}
+    args = {"x-queue-type": "quorum", "x-max-length": 9}
+    assert top.subscriber_queue(3) == QueueSpec("msgbench.r1.sub.3", True, False, False, args)
+    assert top.shared_queue("g") == QueueSpec("msgbench.r1.group.g", True, False, False, args)
+    assert fan.shared_queue("g").exclusive is False
     assert Layout.from_json(json.loads(json.dumps(top.to_json()))) == top
 
 

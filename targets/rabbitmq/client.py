@@ -22,7 +22,7 @@ from pamqp import commands
 
 from msgbench.api.target import Client, Publisher, Sink, Subscription
 from msgbench.targets.rabbitmq.frames import Shape, publish_block, publish_head, publish_one, tag_of
-from msgbench.targets.rabbitmq.layout import Layout
+from msgbench.targets.rabbitmq.layout import Layout, QueueSpec
 from msgbench.targets.rabbitmq.wire import (
     AmqpConnection,
     AmqpError,
@@ -215,9 +215,19 @@ class FastSubscription(Subscription, Consumer):
         conn.close()
 
 
-async def open_subscription(url: AmqpUrl, layout: Layout, sub_id: int, topics: Sequence[str],
-                            sink: Sink) -> FastSubscription:
-    """Declare and bind the subscriber's queue, start consuming; returns once consuming."""
+async def declare_queue(conn: AmqpConnection, spec: QueueSpec) -> str:
+    """Declare ``spec``'s queue; returns its name (the broker's, for a server-named one)."""
+    ok = await conn.call(commands.Queue.Declare(
+        queue=spec.name, durable=spec.durable, exclusive=spec.exclusive,
+        auto_delete=spec.auto_delete, arguments=spec.arguments), commands.Queue.DeclareOk)
+    return ok.queue or spec.name
+
+
+async def open_subscription(url: AmqpUrl, layout: Layout, spec: QueueSpec,
+                            topics: Sequence[str], sink: Sink) -> FastSubscription:
+    """Declare the queue of ``spec``, bind it to ``topics``, consume; returns once consuming.
+
+    Fan-out passes the subscriber's own queue; a group will pass its shared queue."""
     conn = await connect(url)
     try:
         await declare_exchanges(conn, layout)
@@ -225,10 +235,7 @@ async def open_subscription(url: AmqpUrl, layout: Layout, sub_id: int, topics: S
         if layout.prefetch:
             await conn.call(commands.Basic.Qos(prefetch_count=layout.prefetch),
                             commands.Basic.QosOk)
-        ok = await conn.call(commands.Queue.Declare(
-            queue=layout.sub_queue(sub_id), arguments=layout.queue_arguments(),
-            **layout.queue_flags()), commands.Queue.DeclareOk)
-        queue = ok.queue or layout.sub_queue(sub_id)
+        queue = await declare_queue(conn, spec)
         for t in topics:
             await conn.call(commands.Queue.Bind(queue=queue, exchange=layout.exchange(t),
                                                 routing_key=layout.routing_key(t)),
@@ -255,7 +262,8 @@ class FastClient(Client):
 
     async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
         """Fan-out: a queue of the subscriber's own (durable ones resume after a churn)."""
-        return await open_subscription(self.url, self.layout, sub_id, topics, sink)
+        return await open_subscription(self.url, self.layout,
+                                       self.layout.subscriber_queue(sub_id), topics, sink)
 
 
 def endpoint_url(endpoint: dict[str, Any]) -> AmqpUrl:

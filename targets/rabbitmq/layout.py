@@ -14,19 +14,31 @@ collecting while its subscriber is away and is consumed again when the subscribe
 back (the source text's durable subscriber). ``--quorum`` makes those queues quorum
 queues (replicated, always durable).
 
-Shared queues for competing consumers (``msgbench.<run>.group.<name>``) and reply queues
-(``amq.rabbitmq.reply-to`` or one exclusive queue per requester) are the next patterns
-on the same layout: :meth:`Layout.group_queue` names the first.
+Every queue a client declares is a :class:`QueueSpec`, so the next patterns only add
+specs: a named group's members share one queue (:meth:`Layout.shared_queue`: competing
+consumers, each message to one member), and a requester's reply queue is
+``amq.rabbitmq.reply-to`` or an exclusive server-named one (as a transient subscriber's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 EXCHANGE_KINDS = ("fanout", "topic")
 PREFIX = "msgbench"
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """How to declare one queue: ``name`` ``""`` lets the broker name it."""
+
+    name: str
+    durable: bool
+    exclusive: bool
+    auto_delete: bool
+    arguments: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,23 +81,26 @@ class Layout:
         broker names it)."""
         return f"{PREFIX}.{self.run_id}.sub.{sub_id}" if self.durable else ""
 
-    def group_queue(self, group: str) -> str:
-        """The one queue a named group's members share (competing consumers)."""
-        return f"{PREFIX}.{self.run_id}.group.{group}"
+    def subscriber_queue(self, sub_id: int) -> QueueSpec:
+        """Fan-out: the queue of subscriber ``sub_id`` alone (see the module docstring)."""
+        transient = not self.durable
+        return QueueSpec(self.sub_queue(sub_id), self.durable, transient, transient,
+                         self.queue_arguments())
+
+    def shared_queue(self, group: str) -> QueueSpec:
+        """The one queue a named group's members consume from (competing consumers):
+        named, never exclusive, durable as the run's queues are."""
+        return QueueSpec(f"{PREFIX}.{self.run_id}.group.{group}", self.durable, False,
+                         not self.durable, self.queue_arguments())
 
     def queue_arguments(self) -> dict[str, Any]:
-        """``x-`` arguments of a subscriber queue."""
+        """``x-`` arguments of every queue of the run."""
         args: dict[str, Any] = {}
         if self.quorum:
             args["x-queue-type"] = "quorum"
         if self.max_length:
             args["x-max-length"] = self.max_length
         return args
-
-    def queue_flags(self) -> dict[str, bool]:
-        """``durable`` / ``exclusive`` / ``auto_delete`` of a subscriber queue."""
-        transient = not self.durable
-        return {"durable": self.durable, "exclusive": transient, "auto_delete": transient}
 
     @property
     def delivery_mode(self) -> int:

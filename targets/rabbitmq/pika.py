@@ -150,9 +150,11 @@ class PikaClient(Client):
         try:
             if layout.prefetch:
                 await ch.set_qos(prefetch_count=layout.prefetch)
-            queue = await ch.declare_queue(layout.sub_queue(sub_id) or None,
-                                           arguments=layout.queue_arguments() or None,
-                                           **layout.queue_flags())
+            spec = layout.subscriber_queue(sub_id)
+            queue = await ch.declare_queue(spec.name or None, durable=spec.durable,
+                                           exclusive=spec.exclusive,
+                                           auto_delete=spec.auto_delete,
+                                           arguments=spec.arguments or None)
             for t in topics:
                 await queue.bind(exchanges[layout.exchange(t)], layout.routing_key(t))
             sub = PikaSubscription(conn, queue, sink, layout)
