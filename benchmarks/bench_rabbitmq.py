@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -257,18 +258,40 @@ def aiormq_reference(broker: PrivateBroker, seconds: float) -> float:
 # -- msgbench ------------------------------------------------------------------------
 def msgbench_run(broker: PrivateBroker, pubs: int, subs: int, duration: str, rate: str,
                  extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One ``msgbench run --target rabbitmq`` on the bench's broker (``$MSGBENCH_AMQP_URL``)."""
+    """One ``msgbench run --target rabbitmq`` on the bench's broker (``$MSGBENCH_AMQP_URL``).
+
+    msgbench cannot see the process of a ``--amqp-url`` broker, so the bench reads the
+    broker's CPU itself when the run's progress says ``measuring...`` and ``draining...``:
+    ``_broker_cpu_window`` in the returned document, the broker's CPU-s in the measured
+    window (to the progress line's delay, a few milliseconds).
+    """
     env = {**os.environ, URL_ENV: broker.url}  # the password stays off the command line
     with tempfile.TemporaryDirectory() as out:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "msgbench", "run", "--target", "rabbitmq",
              "--pubs", str(pubs), "--subs", str(subs), "--size", str(SIZE),
              "--rate", rate, "--duration", duration, "--warmup", f"{WARMUP_S:g}s", "--json",
-             "--quiet", "--out", out, *extra], capture_output=True, text=True, check=False,
-            env=env)
+             "--out", out, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env)
+        out_pipe, err_pipe = proc.stdout, proc.stderr
+        assert out_pipe is not None and err_pipe is not None
+        stdout: list[str] = []  # read aside: the JSON document may be larger than a pipe
+        reader = threading.Thread(target=lambda: stdout.append(out_pipe.read()))
+        reader.start()
+        marks: dict[str, float] = {}
+        err = []
+        for line in err_pipe:
+            err.append(line)
+            for phase in ("measuring", "draining"):
+                if line.startswith(phase) and phase not in marks:
+                    marks[phase] = _cpu(broker.pid)
+        proc.wait()
+        reader.join()
     if proc.returncode not in (0, 1):
-        raise SystemExit(f"msgbench run failed: {proc.stderr.strip()}")
-    doc: dict[str, Any] = json.loads(proc.stdout)
+        raise SystemExit(f"msgbench run failed: {''.join(err).strip()}")
+    doc: dict[str, Any] = json.loads(stdout[0])
+    if len(marks) == 2:
+        doc["_broker_cpu_window"] = marks["draining"] - marks["measuring"]
     return doc
 
 
@@ -280,19 +303,10 @@ def _keeps_up(doc: dict[str, Any], offered: float) -> bool:
 
 def _measured_run(broker: PrivateBroker, pubs: int, subs: int, duration: str, rate: str,
                   flags: tuple[str, ...]) -> dict[str, Any]:
-    """One run, with the broker's CPU-s per million deliveries added.
-
-    msgbench cannot see the process of a ``--amqp-url`` broker, so the bench reads the
-    broker's CPU around the whole run and divides by the deliveries of warm-up and
-    measurement (the measured ones scaled by (warm-up + duration) / duration: exact at a
-    fixed rate that is kept up); an idle node costs next to nothing without busy-waiting,
-    but set-up, probe and drain are in the numerator, so this leans high.
-    """
-    c0 = _cpu(broker.pid)
+    """One run, with the broker's CPU-s per million deliveries of the measured window."""
     doc = msgbench_run(broker, pubs, subs, duration, rate, flags)
-    seconds = float(duration.rstrip("s"))
-    made = doc["summary"]["delivered"] * (WARMUP_S + seconds) / seconds
-    doc["_broker_cpu_per_m"] = (_cpu(broker.pid) - c0) / max(made, 1) * 1e6
+    window = sum(x["delivered_in_window"] for x in doc["subscribers"])
+    doc["_broker_cpu_per_m"] = doc.get("_broker_cpu_window", float("nan")) / max(window, 1) * 1e6
     return doc
 
 
