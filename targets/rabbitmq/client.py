@@ -20,7 +20,7 @@ from typing import Any
 
 from pamqp import commands
 
-from msgbench.api.target import Client, Publisher, Sink, Subscription
+from msgbench.api.target import Client, Publisher, Sink, Subscription, TargetError
 from msgbench.targets.rabbitmq.frames import Shape, publish_block, publish_head, publish_one, tag_of
 from msgbench.targets.rabbitmq.layout import Layout, QueueSpec
 from msgbench.targets.rabbitmq.wire import (
@@ -260,8 +260,11 @@ class FastClient(Client):
         """A connection of its own per publisher."""
         return await FastPublisher.open(self.url, self.layout)
 
-    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
+    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink,
+                        group: str | None = None) -> Subscription:
         """Fan-out: a queue of the subscriber's own (durable ones resume after a churn)."""
+        if group is not None:  # the shared pattern: Layout.shared_queue, not built yet
+            raise TargetError("rabbitmq does not do shared groups yet (fan-out only)")
         return await open_subscription(self.url, self.layout,
                                        self.layout.subscriber_queue(sub_id), topics, sink)
 

@@ -23,7 +23,7 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
-from msgbench.api.target import Client, Publisher, Sink, Subscription
+from msgbench.api.target import Client, Publisher, Sink, Subscription, TargetError
 from msgbench.targets.rabbitmq.layout import Layout
 from msgbench.targets.rabbitmq.wire import AmqpUrl
 
@@ -143,8 +143,11 @@ class PikaClient(Client):
                                          confirms=bool(self.layout.confirm_window))
         return PikaPublisher(conn, exchanges, self.layout)
 
-    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink) -> Subscription:
+    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink,
+                        group: str | None = None) -> Subscription:
         """The subscriber's queue (see the layout), bound to its topics, consumed."""
+        if group is not None:  # the shared pattern: Layout.shared_queue, not built yet
+            raise TargetError("rabbitmq does not do shared groups yet (fan-out only)")
         layout = self.layout
         conn, ch, exchanges = await _open(self.url, layout)
         try:
