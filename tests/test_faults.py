@@ -34,8 +34,6 @@ STOP_DEADLINE_S = 6.0 + 1.0
 by its state (1 s); plus a second."""
 START_TIMEOUT_S = 60.0
 
-NEEDS_REDIS = pytest.mark.skipif(which("redis-server") is None, reason="needs redis-server")
-
 # (id, run arguments, how to find the process among the run's descendants, its role's name)
 KINDS = [
     ("worker", ["-t", "inproc"], lambda c: "spawn_main" in c, "worker 0"),
@@ -48,7 +46,10 @@ KINDS = [
     ("bridge-redis", ["-t", "ws", "--servers", "2", "--bridge", "redis"],
      lambda c: "/redis-server" in c.split(" ")[0] or c.startswith("redis-server"),
      "redis-server"),
+    ("rabbitmq", ["-t", "rabbitmq"], lambda c: "beam.smp" in c, "rabbitmq-server"),
 ]
+NEEDS = {"redis-server": "redis-server", "chat-server": "redis-server",
+         "bridge-redis": "redis-server", "rabbitmq": "rabbitmq-server"}
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -88,7 +89,8 @@ def _wait_measuring(proc: subprocess.Popen[str]) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["kill-9", "sigstop"])
 @pytest.mark.parametrize(("kind", "args", "match", "role"), [
-    pytest.param(*k, marks=[] if k[0] in ("worker", "zmq-proxy") else [NEEDS_REDIS], id=k[0])
+    pytest.param(*k, id=k[0], marks=[pytest.mark.skipif(
+        k[0] in NEEDS and which(NEEDS[k[0]]) is None, reason=f"needs {NEEDS.get(k[0])}")])
     for k in KINDS])
 def test_a_dead_or_stopped_process_ends_the_run_named_with_exact_counts(
         tmp_path: Path, kind: str, args: list[str], match: Any, role: str,

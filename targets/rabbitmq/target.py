@@ -1,0 +1,236 @@
+"""``rabbitmq``: an AMQP 0-9-1 broker; broadcast through an exchange, a queue per subscriber.
+
+Without ``--amqp-url`` the run starts a private RabbitMQ node
+(:mod:`msgbench.kit.amqp_server`) and measures its ``beam.smp`` as ``rabbitmq-server``;
+its start-up time is recorded and lies before the measurement. With a URL it uses that
+broker, never stops it, and deletes the run's exchanges and durable queues afterwards.
+
+Where messages go is :mod:`~msgbench.targets.rabbitmq.layout`; the default client path
+(:mod:`~msgbench.targets.rabbitmq.client`) measures RabbitMQ, ``--amqp-client aio-pika``
+(:mod:`~msgbench.targets.rabbitmq.pika`) what an aio-pika application sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict
+from typing import Any
+
+from pamqp import commands
+
+from msgbench.api.target import (
+    JSON,
+    Availability,
+    Client,
+    Endpoint,
+    ServerProcess,
+    ServeSpec,
+    Target,
+    TargetError,
+    TargetOption,
+)
+from msgbench.kit.amqp_server import check_installed, private_broker, server_script
+from msgbench.targets.rabbitmq.client import FastClient, endpoint_url
+from msgbench.targets.rabbitmq.layout import EXCHANGE_KINDS, Layout
+from msgbench.targets.rabbitmq.wire import AccessRefused, AmqpError, AmqpUrl, connect, parse_url
+
+CLIENTS = ("fast", "aio-pika")
+DEFAULT_PREFETCH = 1000
+DEFAULT_ACK = "multi:250"
+_ACK_RE = re.compile(r"^(auto|each|multi(?::(\d+))?)$")
+CLEANUP_TIMEOUT_S = 5.0
+URL_ENV = "MSGBENCH_AMQP_URL"
+"""Where ``--amqp-url`` may come from instead: keeps a password off the command line."""
+
+
+def parse_ack(text: str, prefetch: int) -> tuple[str, int]:
+    """``--amqp-ack auto | each | multi[:N]`` -> (mode, N). Raises :class:`TargetError`.
+
+    ``multi:N`` acks once per N deliveries; N must not exceed the prefetch count (the
+    broker would stop at the prefetch and wait for an ack that never comes).
+    """
+    m = _ACK_RE.match(text.strip())
+    if not m:
+        raise TargetError(f"--amqp-ack must be auto, each or multi:N, got {text!r}")
+    mode = m.group(1).split(":")[0]
+    every = int(m.group(2)) if m.group(2) else max(1, (prefetch or DEFAULT_PREFETCH) // 4)
+    if mode == "multi" and (every < 1 or (prefetch and every > prefetch)):
+        raise TargetError(f"--amqp-ack multi:{every} needs 1 <= N <= --amqp-prefetch "
+                          f"({prefetch}): the broker stops at the prefetch waiting for an ack")
+    return mode, every
+
+
+def _int(options: Mapping[str, JSON], key: str, flag: str, default: int) -> int:
+    value = options.get(key)
+    if value is None:
+        return default
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise TargetError(f"{flag} takes a whole number, got {value!r}") from None
+    if n < 0:
+        raise TargetError(f"{flag} must be 0 or more")
+    return n
+
+
+def layout_of(options: Mapping[str, JSON], topics: tuple[str, ...], run_id: str) -> Layout:
+    """The run's :class:`Layout` from the target options (validated)."""
+    prefetch = _int(options, "amqp_prefetch", "--amqp-prefetch", DEFAULT_PREFETCH)
+    ack, every = parse_ack(str(options.get("amqp_ack") or DEFAULT_ACK), prefetch)
+    kind = str(options.get("amqp_exchange") or "fanout")
+    if kind not in EXCHANGE_KINDS:
+        raise TargetError(f"--amqp-exchange must be one of {', '.join(EXCHANGE_KINDS)}")
+    durable, quorum = bool(options.get("durable")), bool(options.get("quorum"))
+    if quorum and not durable:
+        raise TargetError("--quorum queues are durable, named queues: add --durable")
+    return Layout(run_id, topics, kind, durable, quorum, bool(options.get("persistent")),
+                  _int(options, "confirm_window", "--confirm-window", 0), prefetch, ack, every,
+                  _int(options, "amqp_max_length", "--amqp-max-length", 0))
+
+
+def given_url(options: Mapping[str, JSON]) -> str | None:
+    """``--amqp-url``, else ``$MSGBENCH_AMQP_URL``, else None (start a private broker)."""
+    return str(options.get("amqp_url") or os.environ.get(URL_ENV) or "") or None
+
+
+def _url(text: str) -> AmqpUrl:
+    try:
+        return parse_url(text)
+    except ValueError as exc:
+        raise TargetError(f"invalid --amqp-url: {exc}") from None
+
+
+async def _describe(url: AmqpUrl) -> dict[str, JSON]:
+    conn = await connect(url)
+    conn.close()
+    props = conn.server
+    return {"version": str(props.get("version", "unknown")),
+            "product": str(props.get("product", "unknown")),
+            "platform": str(props.get("platform", "unknown")),
+            "cluster_name": str(props.get("cluster_name", ""))}
+
+
+def describe(url: AmqpUrl) -> dict[str, JSON]:
+    """Log in once and return the broker's facts; raises :class:`TargetError` with one line
+    (unreachable, login refused ...). Doubles as the readiness check: AMQP answers."""
+    try:
+        return asyncio.run(_describe(url))
+    except AccessRefused as exc:
+        raise TargetError(str(exc)) from None
+    except AmqpError as exc:
+        raise TargetError(str(exc)) from None
+
+
+async def _cleanup(url: AmqpUrl, layout: Layout, subs: int) -> str:
+    conn = await connect(url)
+    try:
+        if layout.durable:
+            for sid in range(subs):
+                await conn.call(commands.Queue.Delete(queue=layout.sub_queue(sid)),
+                                commands.Queue.DeleteOk)
+        for name in layout.exchanges():
+            await conn.call(commands.Exchange.Delete(exchange=name), commands.Exchange.DeleteOk)
+    finally:
+        conn.close()
+    return f"deleted the run's exchanges and queues msgbench.{layout.run_id}.*"
+
+
+def cleanup(url: AmqpUrl, layout: Layout, subs: int) -> str:
+    """Best effort: delete the run's exchanges and durable queues from a user's broker."""
+    try:
+        return asyncio.run(asyncio.wait_for(_cleanup(url, layout, subs), CLEANUP_TIMEOUT_S))
+    except (AmqpError, TimeoutError) as exc:
+        return f"exchanges and queues msgbench.{layout.run_id}.* may be left: {exc}"
+
+
+class RabbitTarget(Target):
+    """RabbitMQ broadcast; see the module docstring."""
+
+    name = "rabbitmq"
+    description = ("AMQP 0-9-1 broker: a fanout (or topic) exchange, a queue per subscriber, "
+                   "transient or --durable")
+    options = (
+        TargetOption("--amqp-url", "Use this broker (amqp://user:pass@host:port/vhost, "
+                     "amqps:// for TLS) instead of starting a private rabbitmq-server; or set "
+                     f"{URL_ENV} (keeps the password off the command line)."),
+        TargetOption("--amqp-client", "Client path: 'fast' (blocks of frames per write, "
+                     "deliveries parsed per read: measures RabbitMQ) or 'aio-pika' (what an "
+                     "aio-pika app sees).", default="fast", choices=CLIENTS),
+        TargetOption("--amqp-exchange", "fanout: an exchange per topic; topic: one topic "
+                     "exchange, the topic as routing key.", default="fanout",
+                     choices=EXCHANGE_KINDS),
+        TargetOption("--durable", "rabbitmq: a named durable queue per subscriber that keeps "
+                     "collecting while it is away (durable subscriber); else exclusive, "
+                     "auto-delete queues.", default=False, kind="flag"),
+        TargetOption("--confirm-window", "rabbitmq: publisher confirms with at most N "
+                     "publishes unconfirmed; 0 = no confirms.", default=0, kind="int"),
+        TargetOption("--persistent", "rabbitmq: persistent messages (delivery mode 2; "
+                     "written to disk by durable queues).", default=False, kind="flag"),
+        TargetOption("--quorum", "rabbitmq: quorum queues (with --durable).", default=False,
+                     kind="flag"),
+        TargetOption("--amqp-prefetch", "Basic.Qos prefetch count of every consumer "
+                     "(0 = unlimited).", default=DEFAULT_PREFETCH, kind="int"),
+        TargetOption("--amqp-ack", "auto (no acks), each, or multi:N (one multiple-ack per N "
+                     "deliveries, N <= prefetch).", default=DEFAULT_ACK),
+        TargetOption("--amqp-max-length", "x-max-length of every subscriber queue: beyond it "
+                     "the oldest messages are dropped (and counted lost); 0 = unbounded.",
+                     default=0, kind="int"),
+    )
+
+    def check(self) -> Availability:
+        """Ready when rabbitmq-server is installed; a --amqp-url broker needs nothing local."""
+        if check_installed() is None:
+            return Availability(True, f"rabbitmq-server at {server_script()}, or any broker "
+                                "via --amqp-url")
+        return Availability(True, "rabbitmq-server not found: runs only with --amqp-url "
+                            "amqp://user:pass@host:port/vhost, or install it (Debian/Ubuntu: "
+                            "sudo apt-get install rabbitmq-server)")
+
+    def validate(self, options: Mapping[str, JSON]) -> None:
+        """Reject a malformed URL, bad numbers or ack mode, --quorum without --durable."""
+        given = given_url(options)
+        if given:
+            _url(given)
+        layout_of(options, (), "x")
+        if options.get("amqp_client") == "aio-pika" and not importlib.util.find_spec("aio_pika"):
+            raise TargetError("--amqp-client aio-pika needs aio-pika: pip install aio-pika")
+
+    @contextlib.contextmanager
+    def serve(self, spec: ServeSpec) -> Iterator[Endpoint]:
+        """A private broker, or the user's (cleaned up after); see the module docstring."""
+        layout = layout_of(spec.options, spec.topics, secrets.token_hex(3))
+        client = str(spec.options.get("amqp_client") or "fast")
+        info: dict[str, Any] = {"client": client, **layout.describe(), "run_id": layout.run_id}
+        if layout.persistent and not layout.durable:
+            info["note"] = "persistent messages in transient queues are not written to disk"
+        given = given_url(spec.options)
+        if given:
+            url = _url(given)
+            info.update(describe(url), managed=False, measured=False, url=url.display())
+            data = {"url": asdict(url), "layout": layout.to_json(), "client": client}
+            yield Endpoint(data=data, info=info)
+            info["cleanup"] = cleanup(url, layout, spec.subs)
+            return
+        with private_broker() as broker:
+            url = parse_url(broker.url)
+            info.update(describe(url), managed=True, measured=True,
+                        startup_s=broker.startup_s, settings=broker.settings)
+            data = {"url": asdict(url), "layout": layout.to_json(), "client": client}
+            yield Endpoint(data=data, processes=(ServerProcess("rabbitmq-server", broker.pid),),
+                           info=info)
+
+    def client(self, endpoint: Mapping[str, JSON], options: Mapping[str, JSON]) -> Client:
+        """The fast or the aio-pika client, as chosen by ``--amqp-client``."""
+        url = endpoint_url(dict(endpoint))
+        layout = Layout.from_json(endpoint["layout"])
+        if endpoint.get("client") == "aio-pika":
+            from msgbench.targets.rabbitmq.pika import PikaClient
+
+            return PikaClient(url, layout)
+        return FastClient(url, layout)
