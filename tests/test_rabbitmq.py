@@ -415,7 +415,7 @@ def test_killed_broker_fails_the_run_quickly(tmp_path: Path) -> None:
     assert doc["status"] == "failed" and doc["partial"] is True
     # the coordinator's watch names the dead broker first; the clients' own view of it
     # (connection lost, subscribers disconnected) may or may not arrive before the run ends
-    assert any("rabbitmq-server" in x and "died" in x or "RabbitMQ connection lost" in x
+    assert any(("rabbitmq-server" in x and "died" in x) or "RabbitMQ connection lost" in x
                for x in doc["reasons"]), doc["reasons"]
     assert doc["summary"]["delivered"] > 0
     assert doc["summary"]["disconnected_subscribers"] <= 2
