@@ -305,7 +305,8 @@ class Search:
                         and (capacity is None or s.rate > capacity)), key=lambda s: s.rate)
         if above:
             knee = above[0]
-            return "; ".join(t for t in (knee.why, knee.limit) if t)
+            why = f"at {knee.offered:,.0f} msgs/s: {knee.why}"
+            return f"{knee.limit} ({why})" if knee.limit else why
         if stopped == STOP_CEILING:
             return "none reached: every step up to --max-rate passed"
         return self.steps[-1].limit if self.steps else ""
