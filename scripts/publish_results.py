@@ -44,7 +44,7 @@ from msgbench.analysis.units import format_count, format_ns
 from msgbench.api.registry import load_target, target_names
 from msgbench.orchestration.capacity import Plan, Search
 from msgbench.orchestration.sweep import Cell, Runner
-from msgbench.results.capacity import CapacityResult, Criteria
+from msgbench.results.capacity import CapacityResult, Criteria, Step
 from msgbench.results.model import ResultError, RunResult
 from msgbench.workload.config import parse_duration, parse_rate
 
@@ -111,10 +111,12 @@ def _search(flags: str, pubs: int, subs: int, size: int, s: Settings, budget_s: 
     name = f"{flags.replace(' --', '_').replace(' ', '-').replace('--', '')}-{size}B.json"
     err.print(f"[bold]{flags}[/bold] {pubs}x{subs} {size} B: capacity search, "
               f"budget {budget_s:.0f} s", highlight=False)
-    result = Search(cell, criteria, plan, out / name, Runner(),
-                    on_step=lambda st: err.print(
-                        f"  {st.phase:<6} {format_count(st.offered):>8} msgs/s  "
-                        f"{'pass' if st.passed else 'FAIL ' + st.why}", highlight=False)).run()
+    def show(st: Step) -> None:
+        verdict = "pass" if st.passed else "FAIL " + st.why
+        err.print(f"  {st.phase:<6} {format_count(st.offered):>8} msgs/s  {verdict}",
+                  highlight=False, soft_wrap=True)
+
+    result = Search(cell, criteria, plan, out / name, Runner(), on_step=show).run()
     err.print(f"  -> {format_count(result.capacity_offered or 0)} msgs/s ({result.stopped})",
               highlight=False)
 

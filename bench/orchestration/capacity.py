@@ -256,12 +256,10 @@ class Search:
         try:
             stopped = self._search()
             lo = self._capacity()
+            # the knee stands without the half step; no time left for it only leaves it out
             if (stopped != STOP_BUDGET and self.plan.half and lo is not None
-                    and lo / 2 >= self.plan.min_rate):
-                if self._fits():
-                    self._step(_round_rate(lo / 2), PHASE_HALF)
-                else:
-                    stopped = STOP_BUDGET
+                    and lo / 2 >= self.plan.min_rate and self._fits()):
+                self._step(_round_rate(lo / 2), PHASE_HALF)
         except KeyboardInterrupt:
             stopped = STOP_INTERRUPTED
         return self.save(stopped)
