@@ -73,7 +73,7 @@ def test_ramp_then_bisect_brackets_the_knee(tmp_path: Path) -> None:
     half = result.half_step()
     assert half is not None and half.phase == PHASE_HALF
     assert half.rate == pytest.approx(result.capacity_rate / 2, rel=0.01)
-    assert result.limit.startswith("lost")
+    assert result.limit.endswith("lost 50")  # why the step above the knee failed
     assert load_capacity(tmp_path / "cap.json") == result  # written, and round-trips
 
 

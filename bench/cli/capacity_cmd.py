@@ -18,8 +18,8 @@ from rich.console import Console
 from msgbench.analysis.units import format_count, format_ns
 from msgbench.cli.report_cmd import fail
 from msgbench.orchestration.capacity import (
-    DEFAULT_MAX_PUBLISH_DELAY,
     DEFAULT_SLO,
+    PUBLISH_DELAY_SHARE_OF_SLO,
     BadWorkload,
     Plan,
     Search,
@@ -99,9 +99,9 @@ def summary_lines(result: CapacityResult, path: Path) -> list[str]:
 @click.option("--topics", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--slo", default=DEFAULT_SLO, show_default=True,
               help="A step passes only if its p99 latency is at most this.")
-@click.option("--max-publish-delay", default=DEFAULT_MAX_PUBLISH_DELAY, show_default=True,
+@click.option("--max-publish-delay", default=None,
               help="A step passes only if the publish delay p99 (publishers behind their "
-              "schedule) is at most this.")
+              "schedule) is at most this [half of --slo].")
 @click.option("--start", default="1000", show_default=True,
               help="First rate per publisher (messages/s).")
 @click.option("--factor", type=click.FloatRange(min=1.1), default=2.0, show_default=True,
@@ -141,9 +141,10 @@ def capacity(**params: Any) -> None:
                 half=not params["no_half"])
     if plan.min_rate > plan.max_rate:
         fail("--min-rate is above --max-rate")
-    criteria = Criteria(slo_p99_ns=_ns(params["slo"], "--slo"),
-                        max_publish_delay_ns=_ns(params["max_publish_delay"],
-                                                 "--max-publish-delay"))
+    slo_ns = _ns(params["slo"], "--slo")
+    delay_ns = (int(slo_ns * PUBLISH_DELAY_SHARE_OF_SLO) if params["max_publish_delay"] is None
+                else _ns(params["max_publish_delay"], "--max-publish-delay"))
+    criteria = Criteria(slo_p99_ns=slo_ns, max_publish_delay_ns=delay_ns)
     cell = Cell(params["target"], params["pubs"], params["subs"], params["size"], "1",
                 params["topics"], params["duration"], params["warmup"],
                 tuple(params["extra"]))
