@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,8 +96,8 @@ class CapacityRow:
         return self.capacity is None or self.stopped not in (STOP_CONVERGED, STOP_CEILING)
 
 
-def _opt(value: float | None, fmt: object) -> str:
-    return "-" if value is None else str(fmt(value))  # type: ignore[operator]
+def _opt(value: float | None, fmt: Callable[[float], str]) -> str:
+    return "-" if value is None else fmt(value)
 
 
 def _cut(text: str) -> str:
