@@ -11,6 +11,7 @@ import json
 import math
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,19 @@ class KneeRunner(Runner):
 
     knee: float = 1000.0
     interrupt_after: int | None = None
+    hang_s: float = 0.0
+    """Each run takes this long and leaves no result (a hung step, killed)."""
     calls: int = 0
+    timeouts: list[float] = dataclasses.field(default_factory=list)
 
     def run(self, cell: Cell, out_dir: Path) -> Outcome:
         self.calls += 1
+        self.timeouts.append(cell.timeout_s())
         if self.interrupt_after is not None and self.calls > self.interrupt_after:
             raise KeyboardInterrupt
+        if self.hang_s:
+            time.sleep(self.hang_s)
+            return Outcome(cell, -1, reason=f"no answer after {self.hang_s} s: killed")
         rate = float(cell.rate)
         lost = 0 if rate <= self.knee else 50
         r = make_result(subs=cell.subs, rate=rate, lost=lost, seconds=1,
@@ -94,6 +102,16 @@ def test_ctrl_c_keeps_the_steps_done(tmp_path: Path) -> None:
     assert result.stopped == STOP_INTERRUPTED
     assert [s.rate for s in result.steps] == [100.0, 200.0, 400.0]
     assert load_capacity(tmp_path / "cap.json").capacity_rate == 400.0
+
+
+def test_no_step_can_outlast_the_budget(tmp_path: Path) -> None:
+    runner = KneeRunner(knee=1e9)
+    _search(tmp_path, runner, start_rate=100.0, max_rate=800.0, budget_s=30.0)
+    assert runner.timeouts and all(t <= 30.0 for t in runner.timeouts)
+    hung = _search(tmp_path, KneeRunner(hang_s=0.4), start_rate=100.0, budget_s=0.3)
+    assert hung.stopped == STOP_BUDGET and hung.capacity_rate is None
+    assert [s.status for s in hung.steps] == ["out of budget"]
+    assert "budget ran out" in hung.steps[0].why and hung.limit == ""
 
 
 def test_judge_names_the_first_failed_criterion() -> None:

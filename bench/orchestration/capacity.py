@@ -11,6 +11,7 @@ wall time; Ctrl-C and the budget both stop it with the steps done.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -193,6 +194,24 @@ def with_step_defaults(cell: Cell) -> Cell:
 
 
 StepCallback = Callable[[Step], None]
+STATUS_OUT_OF_BUDGET = "out of budget"
+"""Status of a step killed because the search's budget ran out while it was under way."""
+
+
+@dataclass(frozen=True)
+class BoundedCell(Cell):
+    """A cell whose hang timeout is also bounded by what is left of the search's budget, so a
+    step that hangs cannot carry the search past ``--budget``."""
+
+    limit_s: float = float("inf")
+
+    def timeout_s(self) -> float:
+        """The cell's own hang timeout, or the budget left if that is sooner."""
+        return min(super().timeout_s(), self.limit_s)
+
+
+class _BudgetSpent(Exception):
+    """The budget ran out during a step."""
 EXIT_USAGE = 2
 """Exit code of ``msgbench run`` for bad input."""
 
@@ -239,17 +258,26 @@ class Search:
 
     def _step(self, rate: float, phase: str) -> Step:
         t0 = time.monotonic()
-        outcome = self.runner.run(replace(self.cell, rate=f"{rate:g}"), self.steps_dir)
+        left = max(1.0, self.plan.budget_s - self._elapsed())
+        fields = {f.name: getattr(self.cell, f.name) for f in dataclasses.fields(Cell)}
+        cell = BoundedCell(**{**fields, "rate": f"{rate:g}"}, limit_s=left)
+        outcome = self.runner.run(cell, self.steps_dir)
         if outcome.returncode == EXIT_USAGE and outcome.result is None and not self.steps:
             raise BadWorkload(outcome.reason)
         step = make_step(outcome, rate, self.cell.pubs, phase, self.criteria,
                          self.doc_path.parent, time.monotonic() - t0)
+        spent = outcome.result is None and self._elapsed() >= self.plan.budget_s
+        if spent:
+            step = replace(step, status=STATUS_OUT_OF_BUDGET,
+                           why="the budget ran out during this step: killed")
         if outcome.result is not None and not self.config:
             self.config, self.environment = outcome.result.config, outcome.result.environment
         self.steps.append(step)
         self.save(STOP_INTERRUPTED)  # a kill from here on still leaves every step done
         if self.on_step is not None:
             self.on_step(step)
+        if spent:
+            raise _BudgetSpent
         return step
 
     def run(self) -> CapacityResult:
@@ -262,6 +290,8 @@ class Search:
             if (stopped != STOP_BUDGET and self.plan.half and lo is not None
                     and lo / 2 >= self.plan.min_rate and self._fits()):
                 self._step(_round_rate(lo / 2), PHASE_HALF)
+        except _BudgetSpent:
+            stopped = STOP_BUDGET
         except KeyboardInterrupt:
             stopped = STOP_INTERRUPTED
         return self.save(stopped)
@@ -302,6 +332,7 @@ class Search:
 
     def _limit(self, capacity: float | None, stopped: str) -> str:
         above = sorted((s for s in self.steps if not s.passed and s.phase != PHASE_HALF
+                        and s.status != STATUS_OUT_OF_BUDGET
                         and (capacity is None or s.rate > capacity)), key=lambda s: s.rate)
         if above:
             knee = above[0]
