@@ -47,6 +47,8 @@ class KneeRunner(Runner):
     interrupt_after: int | None = None
     hang_s: float = 0.0
     """Each run takes this long and leaves no result (a hung step, killed)."""
+    share: float | None = None
+    """CPU share of the run's one process (default: rate / knee, as if the work set it)."""
     calls: int = 0
     timeouts: list[float] = dataclasses.field(default_factory=list)
 
@@ -62,6 +64,8 @@ class KneeRunner(Runner):
         lost = 0 if rate <= self.knee else 50
         r = make_result(subs=cell.subs, rate=rate, lost=lost, seconds=1,
                         status="ok" if not lost else "degraded")
+        share = self.share if self.share is not None else min(1.0, rate / self.knee)
+        r = dataclasses.replace(r, processes=[{"role": "worker 0", "cpu_s": share}])
         return Outcome(cell, 0, None, r, "")
 
 
@@ -81,7 +85,9 @@ def test_ramp_then_bisect_brackets_the_knee(tmp_path: Path) -> None:
     half = result.half_step()
     assert half is not None and half.phase == PHASE_HALF
     assert half.rate == pytest.approx(result.capacity_rate / 2, rel=0.01)
-    assert result.limit.endswith("lost 50")  # why the step above the knee failed
+    # the busiest process at the step above the knee, and why that step failed
+    assert result.limit.startswith("worker 0 at 100% of a core (msgbench's own process")
+    assert result.limit.endswith("lost 50)")
     assert load_capacity(tmp_path / "cap.json") == result  # written, and round-trips
 
 
@@ -92,6 +98,9 @@ def test_a_failing_start_ramps_down_and_a_passing_ceiling_stops(tmp_path: Path) 
     top = _search(tmp_path, KneeRunner(knee=1e9), start_rate=1000.0, max_rate=8000.0)
     assert top.stopped == STOP_CEILING and top.capacity_rate == 8000
     assert "every step" in top.limit
+    starved = _search(tmp_path, KneeRunner(knee=1000.0, share=0.05), start_rate=500.0)
+    assert "worker 0 at 5% of a core" in starved.limit
+    assert "other load on the machine" in starved.limit
     none = _search(tmp_path, KneeRunner(knee=0.5), start_rate=8.0, min_rate=1.0)
     assert none.stopped == STOP_FLOOR and none.capacity_rate is None
     assert [s.rate for s in none.steps] == [8.0, 4.0, 2.0, 1.0]

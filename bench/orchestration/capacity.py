@@ -54,6 +54,9 @@ STEP_OVERHEAD_S = 5.0
 """Start-up, probe and drain of a step beyond warm-up + duration: the budget's first guess."""
 BUSY_SHARE = 0.9
 """A process at this share of a core or more is saturated."""
+CONTENDED_SHARE = 0.5
+"""A failing step whose busiest process used less than this share of a core was not limited
+by its own work: it waited for a CPU that other load on the machine held."""
 MSGBENCH_ROLES = ("coordinator", "worker")
 """Roles of msgbench's own processes: a limit there measures msgbench, not the target."""
 
@@ -337,7 +340,13 @@ class Search:
         if above:
             knee = above[0]
             why = f"at {knee.offered:,.0f} msgs/s: {knee.why}"
-            return f"{knee.limit} ({why})" if knee.limit else why
+            text = f"{knee.limit} ({why})" if knee.limit else why
+            shares = [p["core_share"] for p in knee.processes
+                      if isinstance(p.get("core_share"), int | float)]
+            if shares and max(shares) < CONTENDED_SHARE:
+                text += ("; no process was near a full core: other load on the machine, not "
+                         "this workload, set this limit")
+            return text
         if stopped == STOP_CEILING:
             return "none reached: every step up to --max-rate passed"
         return self.steps[-1].limit if self.steps else ""
