@@ -1,9 +1,9 @@
-"""scripts/publish_results.py: the published set is replaced as a whole, never half."""
+"""scripts/publish_results.py: the three questions measured, tables with computed takeaways,
+and the published set replaced as a whole, never half."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -11,8 +11,9 @@ from types import ModuleType
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "publish_results.py"
-TINY_SUITE = {"pubs": [1], "subs": [2], "rate": ["500"], "duration": "0.5s", "warmup": "0s",
-              "size": [64], "trials": 1}
+TINY = ["--targets", "inproc", "--pubs", "1", "--subs", "2", "--fanout-subs", "1,4",
+        "--fanout-deliveries", "400", "--sizes", "64,1024", "--duration", "0.5s",
+        "--warmup", "0s", "--budget", "50s"]
 
 
 def _script() -> ModuleType:
@@ -25,26 +26,32 @@ def _script() -> ModuleType:
 
 
 def _setup(tmp_path: Path) -> tuple[Path, list[str]]:
-    suite = tmp_path / "suite.json"
-    suite.write_text(json.dumps(TINY_SUITE))
     results = tmp_path / "results"
     stale = results / "published"
     stale.mkdir(parents=True)
     (stale / "stale.json").write_text("{}")  # not even a valid result: must not survive
-    return results, ["--results-dir", str(results), "--suite", str(suite), "--targets", "inproc"]
+    return results, ["--results-dir", str(results), *TINY]
 
 
-def test_a_run_replaces_the_published_set(tmp_path: Path) -> None:
+def test_a_run_answers_the_questions_and_replaces_the_published_set(tmp_path: Path) -> None:
     results, args = _setup(tmp_path)
     assert _script().main(args) == 0
-    published = sorted(p.name for p in (results / "published").glob("*.json"))
-    assert len(published) == 1 and published != ["stale.json"]
-    assert "inproc" in (results / "README.md").read_text()
-    assert sorted(p.name for p in results.iterdir()) == ["README.md", "published"]
-    assert _script().main([*args, "--no-run"]) == 0  # only rewrites the README ...
+    published = results / "published"
+    assert not (published / "stale.json").exists()
+    assert len(list((published / "capacity").glob("*.json"))) == 1
+    assert len(list((published / "fanout").glob("*.json"))) == 2
     readme = (results / "README.md").read_text()
-    assert "--no-run" not in readme  # ... which still names the command that redoes it all
-    assert published == sorted(p.name for p in (results / "published").glob("*.json"))
+    for heading in ("## Capacity at 1 x 2, 64 B", "## Fan-out: 1 publisher",
+                    "## Message size at 1 x 2", "## Machine"):
+        assert heading in readme
+    assert "Highest 1 x 2 capacity: **inproc**" in readme or "No design sustained" in readme
+    assert "_Measured on " in readme and "Measuring took" in readme
+    assert (published / "curves.png").read_bytes().startswith(b"\x89PNG")
+    before = sorted(p.name for p in published.rglob("*.json"))
+    assert _script().main([*args, "--no-run"]) == 0  # only rewrites the README ...
+    again = (results / "README.md").read_text()
+    assert "--no-run" not in again  # ... which still names the command that redoes it all
+    assert sorted(p.name for p in published.rglob("*.json")) == before
 
 
 def test_an_interrupted_run_leaves_the_published_set_alone(
@@ -56,8 +63,14 @@ def test_an_interrupted_run_leaves_the_published_set_alone(
     def interrupted(*_: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(script, "run_jobs", interrupted)
+    monkeypatch.setattr(script, "measure", interrupted)
     assert script.main(args) == 130
     assert [p.name for p in (results / "published").iterdir()] == ["stale.json"]
     assert "published is unchanged" in capsys.readouterr().err.replace(str(results) + "/", "")
     assert len(list(results.glob("published-*.partial"))) == 1
+
+
+def test_bad_input_is_exit_2(tmp_path: Path) -> None:
+    _, args = _setup(tmp_path)
+    assert _script().main([*args, "--sizes", "big"]) == 2
+    assert _script().main([*args, "--budget", "soon"]) == 2

@@ -5,7 +5,12 @@
   encoded histogram in each file (never from the few stored percentiles);
 - deliveries/s over time, from the per-second series;
 - for sweeps (runs that differ only in the number of subscribers):
-  deliveries/s and p99 against subscribers.
+  CPU per delivery and p99 against subscribers (deliveries/s against fan-out at a
+  fixed rate would be a straight line by construction).
+
+Every design has one colour in every chart (:mod:`msgbench.analysis.palette`); runs of one
+design in a panel differ by line style. More than
+:data:`~msgbench.analysis.palette.MAX_SERIES_PER_PANEL` runs become small multiples.
 """
 
 from __future__ import annotations
@@ -24,18 +29,33 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
 from msgbench.accounting.histogram import Histogram
 from msgbench.analysis.labels import format_rate, variant
+from msgbench.analysis.palette import chunks, colour, design_of
 from msgbench.analysis.units import format_count, format_ns
 from msgbench.results.model import RunResult
 
 SPECTRUM_POINTS = 300
 PANEL_SIZE_IN = (11.0, 4.2)
 DPI = 100
+LINESTYLES = ("-", "--", ":", "-.")
+"""Runs of one design in one panel: same colour, these styles in turn."""
 Runs = Sequence[tuple[str, RunResult]]
 """(name, result) pairs; the name only disambiguates identical labels."""
+
+
+def _styles(runs: Runs) -> list[dict[str, Any]]:
+    """Colour by design, line style by how many runs of that design came before."""
+    seen: dict[str, int] = defaultdict(int)
+    out = []
+    for _, r in runs:
+        design = design_of(r.config)
+        out.append({"color": colour(design),
+                    "linestyle": LINESTYLES[seen[design] % len(LINESTYLES)]})
+        seen[design] += 1
+    return out
 
 
 def spectrum(encoded: str) -> tuple[np.ndarray, np.ndarray]:
@@ -101,10 +121,10 @@ def _percentile_label(x: float) -> str:
 def plot_spectrum(ax: Axes, runs: Runs, labels: Sequence[str]) -> None:
     """Latency against percentile on the 1 / (1 - p) axis, one line per run."""
     top = 10.0
-    for (_, r), label in zip(runs, labels, strict=True):
+    for (_, r), label, style in zip(runs, labels, _styles(runs), strict=True):
         x, y = spectrum(r.histograms.get("latency", ""))
         if x.size:
-            ax.plot(x, y, label=label, linewidth=1.3)
+            ax.plot(x, y, label=label, linewidth=1.3, **style)
             top = max(top, float(x[-1]))
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -112,6 +132,7 @@ def plot_spectrum(ax: Axes, runs: Runs, labels: Sequence[str]) -> None:
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: _percentile_label(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(_ns_formatter())
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("percentile")
@@ -122,9 +143,10 @@ def plot_spectrum(ax: Axes, runs: Runs, labels: Sequence[str]) -> None:
 
 def plot_over_time(ax: Axes, runs: Runs, labels: Sequence[str]) -> None:
     """Deliveries per second, second by second."""
-    for (_, r), label in zip(runs, labels, strict=True):
+    for (_, r), label, style in zip(runs, labels, _styles(runs), strict=True):
         secs = [s.second + 1 for s in r.series]
-        ax.plot(secs, [s.delivered for s in r.series], marker=".", label=label, linewidth=1.2)
+        ax.plot(secs, [s.delivered for s in r.series], marker=".", label=label, linewidth=1.2,
+                **style)
     ax.set_xlabel("second of the measurement")
     ax.set_ylabel("deliveries/s")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_count(v)))
@@ -133,21 +155,27 @@ def plot_over_time(ax: Axes, runs: Runs, labels: Sequence[str]) -> None:
     ax.grid(True, alpha=0.4)
 
 
+def _cpu_ns_per_delivery(r: RunResult) -> float:
+    rate = r.summary.msgs_per_cpu_s
+    return 1e9 / rate if rate > 0 else float("nan")
+
+
+def _sweep_key(cfg: dict[str, Any]) -> str:
+    v = variant(cfg)
+    return (f"{cfg['target']}{' ' + v if v else ''} {cfg['pubs']} pub "
+            f"{cfg['size']}B {format_rate(cfg['rate'])}")
+
+
 def sweep_groups(runs: Runs) -> dict[str, list[tuple[int, float, float]]]:
-    """Runs grouped by everything but ``subs``: label -> sorted (subs, deliveries/s, p99 ns).
+    """Runs grouped by everything but ``subs``: label -> sorted (subs, CPU ns per delivery,
+    p99 ns).
 
     Only groups with at least two subscriber counts are kept; repeated trials
     of one count are reduced to their median.
     """
     groups: dict[str, dict[int, list[RunResult]]] = defaultdict(lambda: defaultdict(list))
     for _, r in runs:
-        cfg = r.config
-        v = variant(cfg)
-        key = (
-            f"{cfg['target']}{' ' + v if v else ''} {cfg['pubs']} pub "
-            f"{cfg['size']}B {format_rate(cfg['rate'])}"
-        )
-        groups[key][int(cfg["subs"])].append(r)
+        groups[_sweep_key(r.config)][int(r.config["subs"])].append(r)
     out: dict[str, list[tuple[int, float, float]]] = {}
     for key, by_subs in groups.items():
         if len(by_subs) < 2:
@@ -155,7 +183,7 @@ def sweep_groups(runs: Runs) -> dict[str, list[tuple[int, float, float]]]:
         out[key] = [
             (
                 subs,
-                float(np.median([r.summary.deliveries_per_s for r in rs])),
+                float(np.median([_cpu_ns_per_delivery(r) for r in rs])),
                 float(np.median([r.summary.latency_ns["p99"] for r in rs])),
             )
             for subs, rs in sorted(by_subs.items())
@@ -163,21 +191,24 @@ def sweep_groups(runs: Runs) -> dict[str, list[tuple[int, float, float]]]:
     return out
 
 
-def plot_sweep(ax_rate: Axes, ax_p99: Axes, groups: dict[str, list[Any]]) -> None:
-    """Deliveries/s and p99 against the number of subscribers, one line per group."""
+def plot_sweep(ax_rate: Axes, ax_p99: Axes, groups: dict[str, list[Any]],
+               colours: dict[str, str] | None = None) -> None:
+    """CPU per delivery and p99 against the number of subscribers, one line per group,
+    coloured by ``colours[group]`` (its design's colour) when given."""
     for key, points in groups.items():
         subs = [p[0] for p in points]
-        ax_rate.plot(subs, [p[1] for p in points], marker="o", label=key)
-        ax_p99.plot(subs, [p[2] for p in points], marker="o", label=key)
+        c = (colours or {}).get(key)
+        ax_rate.plot(subs, [p[1] for p in points], marker="o", label=key, color=c)
+        ax_p99.plot(subs, [p[2] for p in points], marker="o", label=key, color=c)
     for ax in (ax_rate, ax_p99):
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
         ax.set_xlabel("subscribers")
         ax.grid(True, alpha=0.4)
-    ax_rate.set_ylabel("deliveries/s")
-    ax_rate.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_count(v)))
+    ax_rate.set_ylabel("CPU per delivery (all processes)")
+    ax_rate.yaxis.set_major_formatter(_ns_formatter())
     ax_rate.set_ylim(bottom=0)
-    ax_rate.set_title("Deliveries/s against fan-out")
+    ax_rate.set_title("CPU per delivery against fan-out")
     ax_p99.yaxis.set_major_formatter(_ns_formatter())
     ax_p99.set_ylim(bottom=0)
     ax_p99.set_ylabel("p99 latency")
@@ -186,20 +217,29 @@ def plot_sweep(ax_rate: Axes, ax_p99: Axes, groups: dict[str, list[Any]]) -> Non
 
 
 def figure(runs: Runs) -> Figure:
-    """The whole picture: spectrum, deliveries over time, and the sweep panels if any."""
+    """The whole picture: per panel of at most eight runs, the spectrum and deliveries over
+    time side by side (small multiples past eight runs); then the sweep panels if any."""
     labels = _labels(runs)
     groups = sweep_groups(runs)
-    n_rows = 3 if groups else 2
-    fig = plt.figure(figsize=(PANEL_SIZE_IN[0], PANEL_SIZE_IN[1] * n_rows), dpi=DPI)
+    pairs = list(zip(runs, labels, strict=True))
+    panels = chunks(pairs) or [[]]
+    n_rows = len(panels) + (1 if groups else 0)
+    fig = plt.figure(figsize=(PANEL_SIZE_IN[0] * 1.3, PANEL_SIZE_IN[1] * n_rows), dpi=DPI)
     grid = fig.add_gridspec(n_rows, 2)
-    ax_spec = fig.add_subplot(grid[0, :])
-    plot_spectrum(ax_spec, runs, labels)
-    ax_time = fig.add_subplot(grid[1, :])
-    plot_over_time(ax_time, runs, labels)
-    legend_cols = 1 if len(runs) <= 8 else 2
-    ax_spec.legend(fontsize="small", ncols=legend_cols, loc="upper left")
+    for row, panel in enumerate(panels):
+        part = [run for run, _ in panel]
+        names = [lab for _, lab in panel]
+        ax_spec = fig.add_subplot(grid[row, 0])
+        plot_spectrum(ax_spec, part, names)
+        plot_over_time(fig.add_subplot(grid[row, 1]), part, names)
+        if len(panels) > 1:
+            ax_spec.set_title(f"Latency by percentile ({row + 1} of {len(panels)})")
+        if part:
+            ax_spec.legend(fontsize="x-small", loc="upper left")
     if groups:
-        plot_sweep(fig.add_subplot(grid[2, 0]), fig.add_subplot(grid[2, 1]), groups)
+        colours = {_sweep_key(r.config): colour(design_of(r.config)) for _, r in runs}
+        plot_sweep(fig.add_subplot(grid[n_rows - 1, 0]), fig.add_subplot(grid[n_rows - 1, 1]),
+                   groups, colours)
     fig.tight_layout()
     return fig
 

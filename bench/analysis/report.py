@@ -167,16 +167,23 @@ def cells(row: Row) -> list[str]:
     ]
 
 
-def render_text(rows: Sequence[Row], title: str | None = None) -> str:
-    """A plain-text table (no colour), as a string ending in a newline."""
+def render_plain_table(headers: Sequence[str], numeric: frozenset[int],
+                       body: Sequence[Sequence[str]], title: str | None = None) -> str:
+    """A plain-text table (no colour), ``numeric`` columns right-aligned, ending in a
+    newline."""
     t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
-    for i, h in enumerate(HEADERS):
-        t.add_column(h, justify="right" if i in _NUMERIC else "left", overflow="fold")
-    for row in rows:
-        t.add_row(*cells(row))
+    for i, h in enumerate(headers):
+        t.add_column(h, justify="right" if i in numeric else "left", overflow="fold")
+    for row in body:
+        t.add_row(*row)
     buf = io.StringIO()
     Console(file=buf, width=TEXT_WIDTH, no_color=True, highlight=False).print(t)
     return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
+
+
+def render_text(rows: Sequence[Row], title: str | None = None) -> str:
+    """A plain-text table (no colour), as a string ending in a newline."""
+    return render_plain_table(HEADERS, _NUMERIC, [cells(r) for r in rows], title)
 
 
 def _md_escape(text: str) -> str:
@@ -212,17 +219,51 @@ def render_csv(rows: Sequence[Row]) -> str:
     return buf.getvalue()
 
 
-def render_html(rows: Sequence[Row], images: Sequence[tuple[str, str]], title: str) -> str:
-    """One self-contained HTML page: the table, then ``images`` as (caption, base64 PNG)."""
+PAGE_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
+    ".scroll{overflow-x:auto;margin-bottom:1.5em}"
+    "table{border-collapse:collapse;font-size:14px}"
+    "th,td{border:1px solid #ccc;padding:3px 8px;white-space:nowrap}"
+    "th{background:#f3f3f3;text-align:left}th.num{text-align:right}"
+    "td.num{text-align:right;font-variant-numeric:tabular-nums}"
+    "tr.degraded{background:#fff3c4}tr.failed,tr.error{background:#fde2e2}"
+    "tr.degraded td:first-child,tr.failed td:first-child,tr.error td:first-child"
+    "{border-left:4px solid #d08c00;font-weight:600}"
+    "tr.failed td:first-child,tr.error td:first-child{border-left-color:#c62828}"
+    ".legend{font-size:13px;color:#555}"
+    "figure{margin:1em 0}img{max-width:100%;height:auto;border:1px solid #eee}"
+)
+"""Readable as a page: cells never wrap (the table scrolls instead), numbers right-aligned
+in tabular figures, degraded / failed rows tinted and marked at the left edge."""
+LEGEND = ("Rows tinted yellow and marked at the left edge are degraded (something lost, "
+          "duplicated, reordered, or a subscriber disconnected; for a capacity search: no "
+          "capacity, or only a lower bound); red ones failed. Their figures are not a fair "
+          "comparison.")
+
+
+def html_table(headers: Sequence[str], numeric: frozenset[int],
+               body: Sequence[Sequence[str]], row_classes: Sequence[str]) -> str:
+    """An HTML table in a horizontally scrolling box; each row gets its class (``ok``,
+    ``degraded``, ``failed``, ``error``)."""
     esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in HEADERS)
-    body = []
-    for row in rows:
-        tds = "".join(
-            f'<td class="{"num" if i in _NUMERIC else ""}">{esc(c)}</td>'
-            for i, c in enumerate(cells(row))
-        )
-        body.append(f'<tr class="{esc(row.status)}">{tds}</tr>')
+    head = "".join(f'<th class="{"num" if i in numeric else ""}">{esc(h)}</th>'
+                   for i, h in enumerate(headers))
+    trs = []
+    for row, cls in zip(body, row_classes, strict=True):
+        tds = "".join(f'<td class="{"num" if i in numeric else ""}">{esc(c)}</td>'
+                      for i, c in enumerate(row))
+        trs.append(f'<tr class="{esc(cls)}">{tds}</tr>')
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(trs)}</tbody></table></div>")
+
+
+def render_html(rows: Sequence[Row], images: Sequence[tuple[str, str]], title: str,
+                sections: Sequence[str] = ()) -> str:
+    """One self-contained HTML page: the table (if any rows), then ``sections`` (HTML
+    fragments, e.g. capacity tables), then ``images`` as (caption, base64 PNG)."""
+    esc = html.escape
+    table = (html_table(HEADERS, _NUMERIC, [cells(r) for r in rows], [r.status for r in rows])
+             if rows else "")
     figs = "".join(
         f'<figure><img alt="{esc(cap)}" src="data:image/png;base64,{b64}">'
         f"<figcaption>{esc(cap)}</figcaption></figure>"
@@ -230,13 +271,10 @@ def render_html(rows: Sequence[Row], images: Sequence[tuple[str, str]], title: s
     )
     return (
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-        f"<title>{esc(title)}</title><style>"
-        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-        "th,td{border:1px solid #ccc;padding:3px 8px}td.num{text-align:right}"
-        "tr.degraded{background:#fff6d5}tr.failed,tr.error{background:#fde2e2}"
-        "img{max-width:100%}</style></head><body>"
-        f"<h1>{esc(title)}</h1><table><thead><tr>{head}</tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table>{figs}</body></html>\n"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{PAGE_CSS}</style></head><body>"
+        f'<h1>{esc(title)}</h1><p class="legend">{esc(LEGEND)}</p>{table}'
+        f"{''.join(sections)}{figs}</body></html>\n"
     )
 
 

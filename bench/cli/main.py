@@ -75,6 +75,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "sweep": "msgbench.cli.sweep_cmd:sweep",
     "compare": "msgbench.cli.compare_cmd:compare",
     "ci": "msgbench.cli.compare_cmd:ci",
+    "capacity": "msgbench.cli.capacity_cmd:capacity",
 }
 """Commands that live in their own modules, imported only when used (``run`` stays light)."""
 

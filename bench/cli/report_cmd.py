@@ -13,6 +13,7 @@ from typing import NoReturn
 import click
 
 from msgbench.analysis.report import FORMATS, Row, load_all, render, render_html
+from msgbench.results.capacity import CapacityResult
 from msgbench.results.model import ResultError, RunResult
 
 EXIT_USAGE = 2
@@ -31,6 +32,19 @@ def _load(files: tuple[str, ...]) -> list[tuple[Path, RunResult]]:
         fail(str(exc))
 
 
+Documents = tuple[list[tuple[Path, RunResult]], list[tuple[Path, CapacityResult]]]
+
+
+def _load_documents(files: tuple[str, ...]) -> Documents:
+    """Run results and capacity results, apart."""
+    from msgbench.analysis.capacity_table import load_documents
+
+    try:
+        return load_documents(files)
+    except ResultError as exc:
+        fail(str(exc))
+
+
 def _write(text: str, out: str | None) -> None:
     if out is None:
         sys.stdout.write(text)
@@ -42,14 +56,25 @@ def _write(text: str, out: str | None) -> None:
         fail(f"cannot write {out}: {exc.strerror or exc}")
 
 
-def html_page(runs: list[tuple[Path, RunResult]], rows: list[Row], title: str) -> str:
-    """The self-contained HTML report: the table and the plots as a base64 PNG."""
-    from msgbench.analysis.plot import png_bytes
+def html_page(runs: list[tuple[Path, RunResult]], rows: list[Row], title: str,
+              caps: list[tuple[Path, CapacityResult]] | None = None) -> str:
+    """The self-contained HTML report: the tables and the plots as base64 PNGs."""
+    images, sections = [], []
+    if runs:
+        from msgbench.analysis.plot import png_bytes
 
-    png = png_bytes([(str(p), r) for p, r in runs]) if runs else b""
-    images = [("latency spectrum, deliveries over time, fan-out",
-               base64.b64encode(png).decode("ascii"))] if png else []
-    return render_html(rows, images, title)
+        png = png_bytes([(str(p), r) for p, r in runs])
+        images.append(("latency spectrum, deliveries over time, fan-out",
+                       base64.b64encode(png).decode("ascii")))
+    if caps:
+        from msgbench.analysis.capacity_table import capacity_html
+        from msgbench.analysis.curves import curve_png
+
+        sections = capacity_html(caps)
+        png = curve_png([(str(p), c) for p, c in caps])
+        images.append(("latency against delivered rate (capacity searches)",
+                       base64.b64encode(png).decode("ascii")))
+    return render_html(rows, images, title, sections)
 
 
 @click.command("report")
@@ -59,26 +84,51 @@ def html_page(runs: list[tuple[Path, RunResult]], rows: list[Row], title: str) -
 @click.option("--output", "-o", "out", default=None, help="Write here instead of stdout.")
 @click.option("--title", default="msgbench results", show_default=True)
 def report(files: tuple[str, ...], fmt: str, out: str | None, title: str) -> None:
-    """One table across runs. FILES are result files, directories or globs."""
-    runs = _load(files)
+    """One table across runs. FILES are result files, directories or globs.
+
+    Capacity results (`msgbench capacity`) get their own tables: one row per search, and
+    its steps (the latency-throughput curve).
+    """
+    runs, caps = _load_documents(files)
     rows = [Row.from_result(p, r) for p, r in runs]
-    text = html_page(runs, rows, title) if fmt == "html" else render(rows, fmt, title)
-    _write(text, out)
+    if fmt == "html":
+        _write(html_page(runs, rows, title, caps), out)
+        return
+    if fmt == "csv" and runs and caps:
+        fail("-f csv takes run results or capacity results, not both")
+    parts = [render(rows, fmt, title)] if runs else []
+    if caps:
+        from msgbench.analysis.capacity_table import render_capacity
+
+        parts.append(render_capacity(caps, fmt, title if not runs else "capacity"))
+    _write("\n".join(parts), out)
 
 
 @click.command("plot")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--output", "-o", "out", required=True, help="PNG file to write.")
 def plot(files: tuple[str, ...], out: str) -> None:
-    """Latency spectrum, deliveries/s over time and, for sweeps, against subscribers."""
-    runs = _load(files)
-    from msgbench.analysis.plot import write_png
-
+    """Latency spectrum, deliveries/s over time and, for sweeps, CPU per delivery and p99
+    against subscribers; for capacity results, p50 and p99 against delivered rate (the
+    latency-throughput curve). Given both kinds, the curves go to OUT's name + `-curves`."""
+    runs, caps = _load_documents(files)
+    written = []
     try:
-        write_png([(str(p), r) for p, r in runs], Path(out))
+        if runs:
+            from msgbench.analysis.plot import write_png
+
+            written.append(write_png([(str(p), r) for p, r in runs], Path(out)))
+        if caps:
+            from msgbench.analysis.curves import write_curve_png
+
+            target = Path(out)
+            if runs:
+                target = target.with_name(f"{target.stem}-curves{target.suffix or '.png'}")
+            written.append(write_curve_png([(str(p), c) for p, c in caps], target))
     except OSError as exc:
         fail(f"cannot write {out}: {exc.strerror or exc}")
-    click.echo(out, err=True)
+    for path in written:
+        click.echo(str(path), err=True)
 
 
 @click.command("export")
