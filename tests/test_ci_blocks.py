@@ -142,3 +142,16 @@ def test_injected_work_is_fixed_and_carries_fractions() -> None:
     assert units_for(0.05, 200.0, 20.0) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         units_for(0.05, 0.0, 20.0)
+
+
+def test_contention_is_the_runs_own_cpu_wait_when_the_result_records_it(tmp_path: Path) -> None:
+    r = make_result(seconds=2, rate=None)
+    r = replace(r, processes=[{"role": "worker 0", "cpu_s": 1.0, "cpu_wait_s": 0.5},
+                              {"role": "coordinator", "cpu_s": 0.1, "cpu_wait_s": 0.02}])
+    probe = ContentionProbe()
+    share = probe.end(Snapshot(0.0, None, None), Outcome(CELL, 0, None, r))
+    assert share == pytest.approx(0.25)  # 0.5 s of waiting in a 2 s window
+    # without it, the system's CPU pressure over the run (when this kernel has it)
+    bare = replace(r, processes=[{"role": "worker 0", "cpu_s": 1.0}])
+    share = probe.end(probe.begin(), Outcome(CELL, 0, None, bare))
+    assert share is None or share >= 0.0

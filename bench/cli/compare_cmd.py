@@ -273,7 +273,8 @@ def _slowdown(text: str | None) -> float | None:
 @click.option("--seed", type=int, default=None,
               help="Seed of the coin flips (default: random, printed and recorded).")
 @click.option("--contention", default=f"{DEFAULT_CONTENTION:.0%}", show_default=True,
-              help="Redo a block in which a run waited for a CPU more than this share.")
+              help="Redo a block in which a run waited for a CPU more than this share "
+              "('off': never).")
 @click.option("--max-redo", type=int, default=DEFAULT_MAX_REDO, show_default=True,
               help="Redos per contended block before it is kept (and counted).")
 @click.option("--duration", "-d", default=None, help="Measured time per run [1s].")
@@ -293,7 +294,10 @@ def ci(**params: Any) -> None:
     limits = limits_from(params)  # bad limits fail before anything runs
     looks = _looks(params["looks"])
     slowdown = _slowdown(params["candidate_slowdown"])
-    contention = parse_limit(params["contention"]) if params["contention"] else None
+    try:
+        contention = parse_limit(params["contention"])
+    except click.BadParameter as exc:
+        fail(f"--contention: {exc.format_message()}")
     if params["max_redo"] < 0:
         fail("--max-redo cannot be negative")
     try:

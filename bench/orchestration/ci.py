@@ -33,7 +33,13 @@ from msgbench.analysis.gate import (
     final,
 )
 from msgbench.analysis.labels import workload_label
-from msgbench.analysis.stats_tests import DEFAULT_LOOKS, PASS, REGRESSION, look_level
+from msgbench.analysis.stats_tests import (
+    DEFAULT_LOOKS,
+    INCONCLUSIVE,
+    PASS,
+    REGRESSION,
+    look_level,
+)
 from msgbench.orchestration.sweep import Cell, Outcome
 from msgbench.results.model import STATUS_FAILED
 
@@ -186,7 +192,7 @@ class Report:
         gated = [v for v in self.verdicts if v.limit is not None]
         if self.problems or any(v.verdict == REGRESSION for v in gated):
             return REGRESSION
-        return PASS if gated and all(v.verdict == PASS for v in gated) else "INCONCLUSIVE"
+        return PASS if gated and all(v.verdict == PASS for v in gated) else INCONCLUSIVE
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -251,6 +257,9 @@ def _check_runs(ob: Outcome, on: Outcome, report: Report) -> None:
                       "the baseline must run cleanly")
     if on.result.status == STATUS_FAILED:
         report.problems.append(f"candidate run {on.path} failed: {on.reason}")
+    elif on.result.summary.lost and not ob.result.summary.lost:
+        report.problems.append(f"candidate run {on.path} lost {on.result.summary.lost:,} "
+                               "messages; its baseline lost none")
 
 
 def _look(pairs: dict[int, Pairs], labels: dict[int, str], plan: Plan,
