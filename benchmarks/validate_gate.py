@@ -4,10 +4,11 @@ Three parts, each labelled in the output:
 
 1. **measured**: real paired blocks (two fresh ``msgbench run`` processes each, order by
    coin flip, exactly as ``msgbench ci`` runs them) for A/A and for each injected
-   slowdown (fixed work, calibrated as a share of the workload's own CPU-ns per
-   message). Printed: the pair-to-pair variation (SD of the block log ratios), the
-   realised slowdown, the share of contended blocks, the time per block, and the
-   verdict of the sequential gate on each measured stream with the CI time it took.
+   slowdown, the levels taking turns block by block (fixed work, calibrated as a share
+   of the workload's own CPU-ns per message). Printed: the pair-to-pair variation (SD
+   of the block log ratios), the realised slowdown, the share of contended blocks, the
+   time per block, and the verdict of the sequential gate on each measured stream with
+   the CI time it took.
 2. **resampled from measured blocks**: many gate experiments drawn (with replacement)
    from the measured blocks of each level; A/A blocks get random signs, which is what
    "no change" means under the coin flip. False-alarm rate and power with 95 %
@@ -41,11 +42,11 @@ from msgbench.analysis.gate import Limits
 from msgbench.analysis.stats_tests import DEFAULT_ALPHA, DEFAULT_LOOKS, REGRESSION, sequential
 from msgbench.orchestration.ci import ContentionProbe, Plan, calibrate, run_block
 from msgbench.orchestration.sweep import Cell, Runner
-from msgbench.run.inject import WORK_ENV, unit_cost_ns, units_for
+from msgbench.run.inject import WORK_ENV, units_for
 
 LIMIT = 0.05
 POWER_GOAL = 0.9
-SIM_EFFECTS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.10, 0.15, 0.20, 0.30, 0.50)
+SIM_EFFECTS = (0.02, 0.03, 0.05, 0.075, 0.10, 0.125, 0.15, 0.175, 0.20, 0.30, 0.50)
 RESAMPLES = 999
 """Sign-flip resamples per test inside the many simulated experiments (valid, faster)."""
 
@@ -83,35 +84,39 @@ def measure(a: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Run the blocks of every level; returns what blocks.json holds."""
     cell = Cell("inproc", 1, a.subs, 64, a.rate, 1, a.duration, a.warmup)
     base = Runner()
-    unit = unit_cost_ns()
-    cost = calibrate([cell], base, out)[0]
+    costs, unit = calibrate([cell], base, out)
+    cost = costs[0]
     print(f"calibration: {cost:.1f} CPU-ns/msg (median of 3 runs), work unit {unit:.1f} ns",
           file=sys.stderr)
     plan = Plan([cell], out, Limits(), max_redo=a.max_redo)
     rng = np.random.default_rng(a.seed)
     probe = ContentionProbe()
     levels: dict[str, Any] = {}
+    runners = {}
     for level in a.levels:
         env = {WORK_ENV: f"{units_for(level, cost, unit):.6g}"} if level else {}
-        new = Runner(env=env)
-        rows: list[dict[str, Any]] = []
-        for k in range(a.blocks):
+        runners[level] = Runner(env=env)
+        levels[f"{level:g}"] = {"level": level, "units_per_msg": env.get(WORK_ENV, "0"),
+                                "blocks": []}
+    # levels take turns block by block, so each sees the same states of the machine
+    for k in range(a.blocks):
+        for level in a.levels:
             t0 = time.monotonic()
             block, ob, on = run_block(k, replace(cell, trial=k), int(rng.integers(2)), base,
-                                      new, replace(plan, out=out / f"level-{level:.0%}"), probe)
+                                      runners[level],
+                                      replace(plan, out=out / f"level-{level:.0%}"), probe)
             wall = time.monotonic() - t0
             if block.base.cpu_ns_per_msg is None or block.new.cpu_ns_per_msg is None:
                 print(f"level {level:.0%} block {k}: a run failed ({ob.reason or on.reason})",
                       file=sys.stderr)
                 continue
+            rows: list[dict[str, Any]] = levels[f"{level:g}"]["blocks"]
             rows.append({"d": math.log(block.new.cpu_ns_per_msg / block.base.cpu_ns_per_msg),
                          "base": block.base.cpu_ns_per_msg, "new": block.new.cpu_ns_per_msg,
                          "first": block.first, "wall_s": wall, "redone": block.redone,
                          "contention": [block.base.contention, block.new.contention]})
-            print(f"level +{level:.0%} block {k + 1}/{a.blocks}: ratio "
+            print(f"block {k + 1}/{a.blocks} level +{level:.0%}: ratio "
                   f"{math.exp(rows[-1]['d']):.3f} ({wall:.1f} s)", file=sys.stderr)
-        levels[f"{level:g}"] = {"level": level, "units_per_msg": env.get(WORK_ENV, "0"),
-                                "blocks": rows}
     return {"cost_ns_per_msg": cost, "unit_ns": unit, "duration": a.duration,
             "warmup": a.warmup, "subs": a.subs, "rate": a.rate, "levels": levels}
 

@@ -40,14 +40,19 @@ class FakeRunner:
     """Writes a synthetic result whose CPU-ns per message is ``cost`` x noise."""
 
     def __init__(self, side: str, clock: Clock, cost: float, noise: float = 0.01,
-                 seed: int = 0, fail_at: int | None = None) -> None:
+                 seed: int = 0, fail_at: int | None = None, lose_at: int | None = None
+                 ) -> None:
         self.side, self.clock, self.cost, self.noise = side, clock, cost, noise
         self.rng = np.random.default_rng(seed)
         self.runs = 0
         self.fail_at = fail_at
+        self.lose_at = lose_at
 
     def run(self, cell: Cell, out_dir: Path) -> Outcome:
         self.runs += 1
+        if self.runs == self.lose_at:
+            self.clock.tick(self.side)
+            return Outcome(cell, -1, reason="no answer after 73 s: killed")
         cost = self.cost * float(np.exp(self.rng.normal(0, self.noise)))
         status = "failed" if self.runs == self.fail_at else "ok"
         r = make_result(msgs_per_cpu_s=1e9 / cost, seconds=1, rate=None, seed=self.runs,
@@ -155,3 +160,16 @@ def test_contention_is_the_runs_own_cpu_wait_when_the_result_records_it(tmp_path
     bare = replace(r, processes=[{"role": "worker 0", "cpu_s": 1.0}])
     share = probe.end(probe.begin(), Outcome(CELL, 0, None, bare))
     assert share is None or share >= 0.0
+
+
+def test_a_run_that_left_no_result_is_redone_and_then_an_error(tmp_path: Path) -> None:
+    clock = Clock()
+    new = FakeRunner("new", clock, 200.0, lose_at=2)
+    report = run_ci(_plan(tmp_path / "once", looks=(3,)), FakeRunner("base", clock, 200.0),
+                    lambda c: new, probe=FakeProbe([]))
+    assert [b.redone for b in report.blocks] == [0, 1, 0]
+    lost = FakeRunner("new", clock, 200.0)
+    lost.run = lambda cell, out_dir: Outcome(cell, -1, reason="crashed")  # type: ignore[method-assign]
+    with pytest.raises(CiError, match="left no result"):
+        run_ci(_plan(tmp_path / "always", looks=(3,)), FakeRunner("base", clock, 200.0),
+               lambda c: lost, probe=FakeProbe([]))

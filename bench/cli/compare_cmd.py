@@ -62,7 +62,7 @@ from msgbench.orchestration.sweep import (
     read_workload,
 )
 from msgbench.results.model import ResultError
-from msgbench.run.inject import WORK_ENV, unit_cost_ns, units_for
+from msgbench.run.inject import WORK_ENV, units_for
 
 EXIT_PASS = 0
 EXIT_REGRESSION = 1
@@ -320,8 +320,7 @@ def ci(**params: Any) -> None:
         calibration: dict[str, Any] = {}
         try:
             if slowdown is not None:
-                unit = unit_cost_ns()
-                costs = calibrate(cells, base, out_dir)
+                costs, unit = calibrate(cells, base, out_dir)
                 for i, cost in costs.items():
                     units = units_for(slowdown, cost, unit)
                     runners[i] = Runner(env={**env, WORK_ENV: f"{units:.6g}"})

@@ -42,6 +42,7 @@ from msgbench.analysis.stats_tests import (
 )
 from msgbench.orchestration.sweep import Cell, Outcome
 from msgbench.results.model import STATUS_FAILED
+from msgbench.run.inject import unit_cost_ns
 
 DEFAULT_CONTENTION = 0.10
 """A run that waited for a CPU more than this fraction of its time is redone."""
@@ -217,7 +218,8 @@ def _set_aside(o: Outcome, out: Path) -> None:
 
 def run_block(index: int, cell: Cell, coin: int, base: CellRunner, new: CellRunner, plan: Plan,
               probe: ContentionProbe) -> tuple[Block, Outcome, Outcome]:
-    """Run one block (order by ``coin``: 0 base first), redoing it while it is contended."""
+    """Run one block (order by ``coin``: 0 base first), redoing it while it is contended
+    or a run left no result, at most ``plan.max_redo`` times."""
     first = "base" if coin == 0 else "new"
     redone = 0
     while True:
@@ -230,7 +232,8 @@ def run_block(index: int, cell: Cell, coin: int, base: CellRunner, new: CellRunn
         (ob, cb), (on, cn) = got["base"], got["new"]
         waits = [c for c in (cb, cn) if c is not None]
         contended = bool(waits) and max(waits) > plan.contention
-        if not contended or redone >= plan.max_redo or ob.result is None or on.result is None:
+        missing = ob.result is None or on.result is None  # a hung or crashed run: try again
+        if (not contended and not missing) or redone >= plan.max_redo:
             block = Block(index, workload_label_of(cell, ob, on), first, _record(ob, cb),
                           _record(on, cn), redone, contended)
             return block, ob, on
@@ -335,16 +338,20 @@ def _ns(r: RunRecord) -> str:
 
 
 def calibrate(cells: Sequence[Cell], base: CellRunner, out: Path,
-              runs: int = CALIBRATION_RUNS) -> dict[int, float]:
+              runs: int = CALIBRATION_RUNS) -> tuple[dict[int, float], float]:
     """Median CPU-ns per message of each workload over ``runs`` baseline runs (in
-    ``OUT/calibration``), for an injected slowdown sized as a share of it."""
+    ``OUT/calibration``), and the median CPU-ns of one work unit measured right after each
+    of those runs (so both are measured in the same state of the machine), for an injected
+    slowdown sized as a share of the workload's own cost."""
     costs: dict[int, float] = {}
+    units: list[float] = []
     for i, cell in enumerate(cells):
         values = []
         for t in range(runs):
             o = base.run(replace(cell, trial=t), out / "calibration")
+            units.append(unit_cost_ns())
             if o.result is None or o.result.status == STATUS_FAILED:
                 raise CiError(f"calibration run of {cell.label()} failed: {o.reason}")
             values.append(cpu_ns_per_msg(o.result))
         costs[i] = float(np.median(values))
-    return costs
+    return costs, float(np.median(units))
