@@ -337,6 +337,8 @@ def ci(**params: Any) -> None:
                             lambda s: err.print(s, highlight=False))
         except CiError as exc:
             fail(str(exc))
-    err.print(f"{len(report.blocks)} blocks ({report.redone} redone for contention) in "
-              f"{report.elapsed_s:.0f} s; results in {out_dir}", highlight=False)
+    kept = sum(b.contended for b in report.blocks)
+    err.print(f"{len(report.blocks)} blocks ({report.redone} redone for contention or a lost "
+              f"run, {kept} kept although contended) in {report.elapsed_s:.0f} s; results in "
+              f"{out_dir}", highlight=False)
     sys.exit(conclude(report.verdicts, report.problems, out))
