@@ -176,7 +176,7 @@ def test_the_knee_follows_an_injected_per_message_cost(tmp_path: Path) -> None:
 def test_a_search_that_hits_its_budget_stops_with_what_it_found(tmp_path: Path) -> None:
     result = _capacity_cli(tmp_path, 0, "--start", "200", "--budget", "14s")
     assert result.stopped == STOP_BUDGET
-    assert 1 <= len(result.steps) <= 3
+    assert len(result.steps) >= 1  # how many fit depends on the machine; time is bounded below
     assert result.elapsed_s <= 14 + max(s.elapsed_s for s in result.steps)
     passed = [s.rate for s in result.steps if s.passed]
     assert result.capacity_rate == (max(passed) if passed else None)

@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
             "kit", "targets"},
 }
 """Which layers each layer of ``msgbench`` may import (besides itself)."""
-LEAVES = {"msgbench.accounting.counters", "msgbench.kit.urls"}
+LEAVES = {"msgbench.accounting.counters", "msgbench.kit.urls", "msgbench.run.inject"}
 """Modules any layer may import: they import nothing of msgbench themselves."""
 TARGET_MAY_IMPORT = {"api", "kit"}
 

@@ -1,16 +1,12 @@
-"""Statistics of the regression gate: is NEW really worse than BASE, or is it noise?
+"""Verdicts of the regression gate on result files: which runs may be compared, what is gated.
 
-Two conditions must both hold before a metric is called a regression:
-
-1. a one-sided Mann-Whitney U test says NEW is worse than BASE (p < alpha); its
-   null distribution is computed exactly (ties included) by counting rank-sum
-   subsets, so it is right for the 3..10 trials a CI job can afford;
-2. the bootstrap confidence interval of the ratio of medians (NEW / BASE)
-   lies entirely beyond the threshold, so a tiny but consistent change (that a
-   rank test alone would flag with enough trials) does not fail a build.
-
-Pure numpy; no scipy. The second half applies the test to result files:
-which runs may be compared, which metrics are gated and how hard.
+One primary metric decides: **CPU-ns per delivered message over every process**
+(coordinator, workers, brokers and servers), lower is better. Latency
+percentiles are reported and gated only when a limit is given; closed-loop
+latency (measured under saturation) never is. The statistics live in
+:mod:`msgbench.analysis.stats_tests`: runs interleaved in pairs (``msgbench
+ci`` blocks, or stored files whose start times show the interleaving) are
+tested by sign flips of the block log ratios, other runs by relabelling.
 """
 
 from __future__ import annotations
@@ -18,162 +14,34 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from msgbench.analysis.labels import WORKLOAD_FIELDS, workload_key, workload_label
+from msgbench.analysis.stats_tests import (
+    DEFAULT_ALPHA,
+    DEFAULT_PASS_ALPHA,
+    INCONCLUSIVE,
+    MORE_DATA,
+    Evidence,
+    decide,
+    evidence,
+    sign_flip_p,
+    two_sample_p,
+)
 from msgbench.results.model import STATUS_FAILED, STATUS_OK, RunResult
 
-DEFAULT_ALPHA = 0.05
-DEFAULT_CONFIDENCE = 0.95
-BOOTSTRAP_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 20261125
-"""Fixed, so the same files always give the same verdict."""
-
-REGRESSION = "regression"
-IMPROVED = "improved"
-OK = "ok"
 INFO = "info"
-"""Reported, not gated (no threshold)."""
-
-
-def rank_sum_p_less(x: Sequence[float], y: Sequence[float]) -> float:
-    """One-sided Mann-Whitney p-value for H1 "values of ``x`` tend to be smaller than ``y``".
-
-    Exact permutation distribution of the rank sum of ``x`` with mid-ranks for
-    ties: the number of size-len(x) subsets of all ranks whose sum is at most
-    the observed one, over all subsets. Returns 1.0 when either side is empty.
-    """
-    m, n = len(x), len(y)
-    if m == 0 or n == 0:
-        return 1.0
-    values = np.asarray([*x, *y], dtype=np.float64)
-    ranks2 = _doubled_midranks(values)  # 2 x mid-rank: always an integer
-    observed = int(ranks2[:m].sum())
-    total = int(ranks2.sum())
-    # counts[k, s]: subsets of k items (among those seen so far) with doubled rank sum s.
-    counts = np.zeros((m + 1, total + 1), dtype=np.float64)
-    counts[0, 0] = 1.0
-    for r in ranks2:
-        r = int(r)
-        counts[1:, r:] += counts[:-1, : total + 1 - r].copy()
-    dist = counts[m]
-    p = float(dist[: observed + 1].sum() / dist.sum())
-    return min(1.0, p)
-
-
-def _doubled_midranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="mergesort")
-    ranks2 = np.empty(len(values), dtype=np.int64)
-    sorted_vals = values[order]
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and sorted_vals[j + 1] == sorted_vals[i]:
-            j += 1
-        # ranks i+1 .. j+1 share their mean; doubled: (i + 1) + (j + 1)
-        ranks2[order[i : j + 1]] = i + j + 2
-        i = j + 1
-    return ranks2
-
-
-def bootstrap_median_ratio(
-    base: Sequence[float],
-    new: Sequence[float],
-    confidence: float = DEFAULT_CONFIDENCE,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of median(new) / median(base), two-sided at ``confidence``.
-
-    Each side is resampled with replacement independently. A base median of
-    zero gives an infinite ratio; callers should not gate such a metric.
-    """
-    b = np.asarray(base, dtype=np.float64)
-    n = np.asarray(new, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    mb = np.median(rng.choice(b, size=(resamples, b.size)), axis=1)
-    mn = np.median(rng.choice(n, size=(resamples, n.size)), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = mn / mb
-    ratios = ratios[np.isfinite(ratios)]
-    if ratios.size == 0:
-        return float("nan"), float("nan")
-    tail = (1.0 - confidence) / 2 * 100
-    lo, hi = np.percentile(ratios, [tail, 100 - tail])
-    return float(lo), float(hi)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The evidence for one metric of one workload and the decision drawn from it."""
-
-    metric: str
-    higher_is_better: bool
-    base_median: float
-    new_median: float
-    ratio: float
-    ci_low: float
-    ci_high: float
-    p_worse: float
-    """One-sided p-value of "NEW is worse than BASE"."""
-    threshold: float | None
-    """Fraction (0.05 = 5 %) the CI must lie beyond; None: reported only."""
-    verdict: str
-    n_base: int
-    n_new: int
-
-
-def judge(
-    metric: str,
-    base: Sequence[float],
-    new: Sequence[float],
-    higher_is_better: bool,
-    threshold: float | None,
-    alpha: float = DEFAULT_ALPHA,
-    confidence: float = DEFAULT_CONFIDENCE,
-) -> Verdict:
-    """Compare two samples of one metric.
-
-    ``regression`` when the one-sided rank test is significant at ``alpha``
-    *and* the whole bootstrap interval of the median ratio is beyond
-    ``threshold`` in the bad direction; ``improved`` symmetrically; ``ok``
-    otherwise; ``info`` when ``threshold`` is None or the base median is 0.
-    """
-    if not base or not new:
-        raise ValueError(f"{metric}: both sides need at least one value")
-    mb = float(np.median(base))
-    mn = float(np.median(new))
-    ratio = mn / mb if mb else float("nan")
-    lo, hi = bootstrap_median_ratio(base, new, confidence)
-    if higher_is_better:
-        p_worse = rank_sum_p_less(new, base)
-        p_better = rank_sum_p_less(base, new)
-    else:
-        p_worse = rank_sum_p_less(base, new)
-        p_better = rank_sum_p_less(new, base)
-    if threshold is None or not mb:
-        verdict = INFO
-    else:
-        worse_beyond = hi < 1 - threshold if higher_is_better else lo > 1 + threshold
-        better_beyond = lo > 1 + threshold if higher_is_better else hi < 1 - threshold
-        if p_worse < alpha and worse_beyond:
-            verdict = REGRESSION
-        elif p_better < alpha and better_beyond:
-            verdict = IMPROVED
-        else:
-            verdict = OK
-    return Verdict(
-        metric, higher_is_better, mb, mn, ratio, lo, hi, p_worse, threshold, verdict,
-        len(base), len(new),
-    )
-
-
-# --- applying the gate to result files -------------------------------------------
+"""Reported, not gated (no limit)."""
+PRIMARY = "CPU-ns/msg"
+MIN_BLOCKS = 2
 
 Runs = list[tuple[Path, RunResult]]
+Pairs = list[tuple[tuple[Path, RunResult], tuple[Path, RunResult]]]
+"""(base, candidate) per block, in block order."""
 
 
 class CompareError(Exception):
@@ -182,14 +50,22 @@ class CompareError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """Thresholds as fractions (None: report only), alpha and CI confidence."""
+    """Limits as fractions (None: report only) and the two error budgets."""
 
     throughput: float | None = 0.05
-    p50: float | None = 0.15
-    p99: float | None = 0.50
-    p999: float | None = 1.00
+    """Largest tolerated growth of CPU-ns per message."""
+    p50: float | None = None
+    p99: float | None = None
+    p999: float | None = None
     alpha: float = DEFAULT_ALPHA
-    confidence: float = DEFAULT_CONFIDENCE
+    pass_alpha: float = DEFAULT_PASS_ALPHA
+
+
+def cpu_ns_per_msg(r: RunResult) -> float:
+    """CPU-ns of every process in the measured window per delivery in that window."""
+    cpu_s = sum(float(p.get("cpu_s", 0.0)) for p in r.processes) or r.summary.cpu_s
+    in_window = r.summary.deliveries_per_s * r.summary.duration_s
+    return cpu_s * 1e9 / in_window if in_window > 0 else math.inf
 
 
 @dataclass(frozen=True)
@@ -204,12 +80,104 @@ class Metric:
 
 
 METRICS = (
-    Metric("msgs/CPU-s", lambda r: r.summary.msgs_per_cpu_s, True, "throughput", False),
+    Metric(PRIMARY, cpu_ns_per_msg, False, "throughput", False),
     Metric("deliveries/s", lambda r: r.summary.deliveries_per_s, True, None, False),
     Metric("p50", lambda r: float(r.summary.latency_ns["p50"]), False, "p50", True),
     Metric("p99", lambda r: float(r.summary.latency_ns["p99"]), False, "p99", True),
     Metric("p99.9", lambda r: float(r.summary.latency_ns["p999"]), False, "p999", True),
 )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The evidence for one metric of one workload and the decision drawn from it."""
+
+    workload: str
+    metric: str
+    higher_is_better: bool
+    paired: bool
+    n: int
+    """Blocks (paired) or the smaller side's runs (unpaired)."""
+    base_median: float
+    new_median: float
+    change: float
+    """Estimated change in the bad direction (0.05: 5 % worse), from trimmed means of logs."""
+    p_worse: float
+    p_within: float
+    limit: float | None
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One workload's runs, paired by block when they were interleaved."""
+
+    label: str
+    base: Runs
+    new: Runs
+    pairs: Pairs | None
+
+
+def _log(v: float) -> float:
+    return math.log(v) if v > 0 and math.isfinite(v) else math.nan
+
+
+def measure(c: Comparison, m: Metric, limit: float | None) -> tuple[Evidence, float, float]:
+    """Both tests for metric ``m`` of one comparison, and the two medians."""
+    sign = -1.0 if m.higher_is_better else 1.0
+    if c.pairs is not None:
+        b = np.array([m.value(pb[1]) for pb, _ in c.pairs])
+        n = np.array([m.value(pn[1]) for _, pn in c.pairs])
+        d = np.array([sign * (_log(y) - _log(x)) for x, y in zip(b, n, strict=True)])
+        ev = evidence(d[np.isfinite(d)], limit or 0.0)
+    else:
+        b = np.array([m.value(r) for _, r in c.base])
+        n = np.array([m.value(r) for _, r in c.new])
+        lb, ln = np.array([sign * _log(v) for v in b]), np.array([sign * _log(v) for v in n])
+        ev = evidence(ln[np.isfinite(ln)], limit or 0.0, paired=False,
+                      base=list(lb[np.isfinite(lb)]))
+    return ev, float(np.median(b)), float(np.median(n))
+
+
+def evaluate(comparisons: Sequence[Comparison], limits: Limits, alpha: float | None = None,
+             pass_alpha: float | None = None) -> list[Verdict]:
+    """Verdicts per workload and metric, one look, Holm over every gated hypothesis.
+
+    ``alpha`` / ``pass_alpha`` are this look's levels (default: the whole
+    budgets of ``limits``, right for stored runs analysed once). A gated
+    metric is REGRESSION, PASS or MORE DATA; an ungated one ``info``.
+    """
+    gated: list[tuple[int, Evidence]] = []
+    rows: list[tuple[Comparison, Metric, float | None, Evidence, float, float]] = []
+    for c in comparisons:
+        closed = c.base[0][1].config["rate"] is None
+        for m in METRICS:
+            limit = getattr(limits, m.limit) if m.limit else None
+            if m.latency and closed:
+                limit = None  # latency under saturation is not a latency target
+            ev, mb, mn = measure(c, m, limit)
+            if limit is not None:
+                gated.append((len(rows), ev))
+            rows.append((c, m, limit, ev, mb, mn))
+    decisions = decide([e for _, e in gated],
+                       limits.alpha if alpha is None else alpha,
+                       limits.pass_alpha if pass_alpha is None else pass_alpha)
+    by_row = {i: d for (i, _), d in zip(gated, decisions, strict=True)}
+    return [
+        Verdict(c.label, m.name, m.higher_is_better, c.pairs is not None, ev.n, mb, mn,
+                ev.estimate, ev.p_worse, ev.p_within, limit, by_row.get(i, INFO))
+        for i, (c, m, limit, ev, mb, mn) in enumerate(rows)
+    ]
+
+
+def final(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """MORE DATA becomes INCONCLUSIVE once no more blocks will come."""
+    from dataclasses import replace
+
+    return [replace(v, verdict=INCONCLUSIVE) if v.verdict == MORE_DATA else v for v in verdicts]
+
+
+# --- which runs may be compared ------------------------------------------------------
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> str:
@@ -225,6 +193,27 @@ def group(runs: Runs) -> dict[str, Runs]:
     return out
 
 
+MIXED_FIELDS: tuple[tuple[str, Callable[[RunResult], Any]], ...] = (
+    ("pattern", lambda r: r.config.get("pattern") or "broadcast"),
+    ("host", lambda r: r.environment.get("hostname")),
+    ("CPU model", lambda r: r.environment.get("cpu_model")),
+)
+
+
+def check_mixed(base: Runs, new: Runs, allow_mixed: bool) -> list[str]:
+    """Refuse runs of different patterns, hosts or CPU models; warnings if allowed."""
+    out = []
+    for name, get in MIXED_FIELDS:
+        seen = sorted({str(get(r)) for _, r in (*base, *new)})
+        if len(seen) > 1:
+            what = f"runs of different {name}s: {', '.join(seen)}"
+            if not allow_mixed:
+                raise CompareError(f"{what}; their costs are not comparable "
+                                   "(--allow-mixed compares them anyway)")
+            out.append(what)
+    return out
+
+
 def check_baseline(base: Runs, allow_degraded: bool) -> list[str]:
     """Refuse a baseline run that lost messages, failed, or was deliberately slowed.
 
@@ -237,9 +226,9 @@ def check_baseline(base: Runs, allow_degraded: bool) -> list[str]:
             problems.append(f"status {r.status}{' (partial)' if r.partial else ''}")
         if r.summary.counters.lost:
             problems.append(f"{r.summary.counters.lost:,} messages lost")
-        if r.environment.get("injected_cost_ns"):
-            problems.append(f"slowed on purpose (injected_cost_ns "
-                            f"{r.environment['injected_cost_ns']})")
+        for key in ("injected_cost_ns", "injected_work"):
+            if r.environment.get(key):
+                problems.append(f"slowed on purpose ({key} {r.environment[key]})")
         if not problems:
             continue
         what = f"baseline {p}: {', '.join(problems)}"
@@ -252,8 +241,37 @@ def check_baseline(base: Runs, allow_degraded: bool) -> list[str]:
     return warnings
 
 
-def pair(base: Runs, new: Runs) -> list[tuple[str, Runs, Runs]]:
-    """(label, base runs, new runs) per workload; refuse workloads present on one side only."""
+def _start(r: RunResult) -> float | None:
+    try:
+        return datetime.fromisoformat(r.started_at).timestamp()
+    except ValueError:
+        return None
+
+
+def interleaved(base: Runs, new: Runs) -> Pairs | None:
+    """Pairs by position when the start times say the runs were interleaved in blocks.
+
+    That is: as many runs on each side, and in time order every two
+    consecutive runs are one base and one candidate. None otherwise (or when
+    two runs share a start time, so the order cannot be told).
+    """
+    if len(base) != len(new) or not base:
+        return None
+    tagged = [(_start(r), 0, (p, r)) for p, r in base] + [(_start(r), 1, (p, r)) for p, r in new]
+    if any(t is None for t, _, _ in tagged) or len({t for t, _, _ in tagged}) < len(tagged):
+        return None
+    tagged.sort(key=lambda x: x[0] or 0.0)
+    pairs: Pairs = []
+    for i in range(0, len(tagged), 2):
+        (_, s1, a), (_, s2, b) = tagged[i], tagged[i + 1]
+        if s1 == s2:
+            return None
+        pairs.append((a, b) if s1 == 0 else (b, a))
+    return pairs
+
+
+def comparisons(base: Runs, new: Runs) -> list[Comparison]:
+    """One :class:`Comparison` per workload; refuse workloads present on one side only."""
     gb, gn = group(base), group(new)
     if set(gb) != set(gn):
         if len(gb) == 1 and len(gn) == 1:
@@ -265,46 +283,40 @@ def pair(base: Runs, new: Runs) -> list[tuple[str, Runs, Runs]]:
             "BASE and NEW ran different workloads: only in BASE: "
             f"{', '.join(only_b) or 'none'}; only in NEW: {', '.join(only_n) or 'none'}"
         )
-    return [(workload_label(runs[0][1].config), runs, gn[k]) for k, runs in gb.items()]
+    return [Comparison(workload_label(runs[0][1].config), runs, gn[k], interleaved(runs, gn[k]))
+            for k, runs in gb.items()]
 
 
-def _min_p(m: int, n: int) -> float:
-    return 1.0 / math.comb(m + n, m)
+def candidate_problems(c: Comparison) -> tuple[Comparison, list[str]]:
+    """Drop failed candidate runs (and their blocks) and name them; so are candidate
+    losses when the baseline had none."""
+    problems = []
+    base_lost = any(b.summary.counters.lost for _, b in c.base)
+    bad = set()
+    for p, r in c.new:
+        if r.status == STATUS_FAILED:
+            problems.append(f"{c.label}: NEW run {p} failed: {'; '.join(r.reasons) or '?'}")
+            bad.add(p)
+        elif r.summary.counters.lost and not base_lost:
+            problems.append(f"{c.label}: NEW run {p} lost {r.summary.counters.lost:,} messages")
+    new = [(p, r) for p, r in c.new if p not in bad]
+    pairs = None if c.pairs is None else [(b, n) for b, n in c.pairs if n[0] not in bad]
+    return Comparison(c.label, c.base, new, pairs), problems
 
 
-def evaluate(pairs: list[tuple[str, Runs, Runs]], limits: Limits
-             ) -> tuple[list[tuple[str, Verdict]], list[str]]:
-    """Verdicts per workload and metric, and the candidate's correctness problems.
+def smallest_p(n: int, paired: bool, n_base: int = 0) -> float:
+    """The smallest p-value ``n`` blocks (or ``n_base`` vs ``n`` runs) can ever give."""
+    if paired:
+        return sign_flip_p(np.arange(1.0, n + 1.0))
+    return two_sample_p(np.arange(float(n_base)), np.arange(float(n_base), n_base + n))
 
-    Failed candidate runs are left out of the statistics and reported as
-    problems; so are candidate losses when the baseline had none.
-    """
-    verdicts: list[tuple[str, Verdict]] = []
-    problems: list[str] = []
-    for label, base, new in pairs:
-        good_new = []
-        for p, r in new:
-            if r.status == STATUS_FAILED:
-                problems.append(f"{label}: NEW run {p} failed: {'; '.join(r.reasons) or '?'}")
-            else:
-                good_new.append((p, r))
-                lost = r.summary.counters.lost
-                if lost and not any(b.summary.counters.lost for _, b in base):
-                    problems.append(f"{label}: NEW run {p} lost {lost:,} messages")
-        if not good_new or (len(good_new) < len(new)
-                            and _min_p(len(base), len(good_new)) >= limits.alpha):
-            continue  # the failed runs are the finding; too few good ones left to test
-        if _min_p(len(base), len(good_new)) >= limits.alpha:
-            raise CompareError(
-                f"{label}: {len(base)} vs {len(good_new)} runs can never be significant at "
-                f"alpha {limits.alpha:g}; use at least 4 trials on each side"
-            )
-        closed = base[0][1].config["rate"] is None
-        for m in METRICS:
-            limit = getattr(limits, m.limit) if m.limit else None
-            if m.latency and closed:
-                limit = None  # latency under saturation is not a latency target
-            v = judge(m.name, [m.value(r) for _, r in base], [m.value(r) for _, r in good_new],
-                      m.higher_is_better, limit, limits.alpha, limits.confidence)
-            verdicts.append((label, v))
-    return verdicts, problems
+
+def check_enough(cs: Sequence[Comparison], alpha: float) -> None:
+    """Raise :class:`CompareError` when a workload's runs can never reach ``alpha``."""
+    for c in cs:
+        paired = c.pairs is not None
+        n = len(c.pairs or []) if paired else len(c.new)
+        if n < MIN_BLOCKS or smallest_p(n, paired, len(c.base)) > alpha:
+            what = f"{n} blocks" if paired else f"{len(c.base)} vs {len(c.new)} runs"
+            raise CompareError(f"{c.label}: {what} can never be significant at alpha "
+                               f"{alpha:g}; run more (msgbench ci: at least 8 blocks)")

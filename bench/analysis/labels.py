@@ -8,10 +8,10 @@ from typing import Any
 from msgbench.analysis.units import format_count, format_ns
 
 WORKLOAD_FIELDS = (
-    "target", "pattern", "target_options", "pubs", "subs", "size", "rate", "topics", "batch",
-    "sub_delay_s",
+    "target", "target_options", "pubs", "subs", "size", "rate", "topics", "batch", "sub_delay_s",
 )
-"""Config fields that define a workload: runs that differ in one are not comparable."""
+"""Config fields that define a workload: runs that differ in one are not comparable. The
+pattern is not one of them: the gate refuses mixed patterns unless told (``--allow-mixed``)."""
 
 
 def format_rate(rate: float | None) -> str:

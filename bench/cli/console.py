@@ -132,6 +132,10 @@ def summary_table(result: RunResult, path: str | None) -> Table:
         t.add_row(
             "[red]injected cost[/red]", f"{injected} ns per delivery (MSGBENCH_INJECT_COST_NS)"
         )
+    work = result.environment.get("injected_work")
+    if work:
+        t.add_row("[red]injected work[/red]",
+                  f"{work:.3g} units per delivery (MSGBENCH_INJECT_WORK)")
     if path:
         t.add_row("result", path)
     return t

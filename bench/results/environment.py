@@ -74,6 +74,14 @@ def _injected() -> int:
         return 0
 
 
+def _injected_work() -> float:
+    """``MSGBENCH_INJECT_WORK``: fixed work units per delivery (see ``msgbench.run.inject``)."""
+    try:
+        return max(0.0, float(os.environ.get("MSGBENCH_INJECT_WORK", "0") or 0))
+    except ValueError:
+        return 0.0
+
+
 def collect() -> dict[str, Any]:
     """Describe this machine and software for the result document."""
     libs: dict[str, str | None] = {}
@@ -97,4 +105,5 @@ def collect() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "clock": CLOCK_NOTE,
         "injected_cost_ns": _injected(),
+        "injected_work": _injected_work(),
     }

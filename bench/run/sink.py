@@ -16,6 +16,7 @@ from msgbench.accounting.batch import VECTOR_MIN, headers, in_order
 from msgbench.accounting.counters import Counters
 from msgbench.accounting.sequence import SequenceTracker
 from msgbench.api.target import Sink
+from msgbench.run import inject
 from msgbench.workload.envelope import HEADER, HEADER_SIZE, Kind
 
 _PROBE = int(Kind.PROBE)
@@ -79,7 +80,9 @@ class SubscriberSink(Sink):
         # In closed loop the intended time is the send time, so the uncorrected latency
         # would be a second copy of the same numbers: skip it and halve the recording cost.
         self._record_raw = record_raw
-        self._inject_cost_ns = inject_cost_ns
+        # MSGBENCH_INJECT_WORK / _COST_NS: a fixed amount of work per delivery (run/inject.py);
+        # ``inject_cost_ns`` is read from the same environment by the worker and kept for it
+        self._burn = inject.burn if inject_cost_ns or inject.enabled() else None
 
     def deliver(self, payloads: Sequence[bytes], offset: int = 0) -> None:
         """Classify each payload and buffer its latency (see :class:`Sink`)."""
@@ -161,8 +164,8 @@ class SubscriberSink(Sink):
         self.received += received
         if now < self.measure_end_ns:
             self.delivered_in_window += delivered
-        if self._inject_cost_ns and delivered:
-            _spin_ns(self._inject_cost_ns * delivered)
+        if self._burn is not None and delivered:
+            self._burn(delivered)
         if self._delay_s:
             # A slow consumer: block the loop, so the transport backs up as it would
             # behind a subscriber that cannot keep up.
@@ -210,9 +213,3 @@ class SubscriberSink(Sink):
         """Final counters for the Done message: id, topic and :meth:`counters`."""
         return {"sub": self.sub_id, "topic": self.topic, **self.counters().to_json()}
 
-
-def _spin_ns(ns: int) -> None:
-    """Burn ``ns`` of CPU: an artificial per-message cost (see ``MSGBENCH_INJECT_COST_NS``)."""
-    end = time.perf_counter_ns() + ns
-    while time.perf_counter_ns() < end:
-        pass
