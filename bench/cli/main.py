@@ -25,6 +25,7 @@ from msgbench.results.model import STATUS_FAILED, RunResult, write
 from msgbench.workload.config import (
     DEFAULT_DRAIN_TIMEOUT_S,
     DEFAULT_PROBE_TIMEOUT_S,
+    DEFAULT_RPC_TIMEOUT_S,
     ConfigError,
     RunConfig,
     parse_churn,
@@ -168,6 +169,12 @@ def _build_config(params: dict[str, Any], extra: dict[str, TargetOption]) -> Run
         sub_delay_s=parse_duration(params["sub_delay"], "--sub-delay"),
         churn_away_s=churn[0],
         churn_period_s=churn[1],
+        timeout_s=parse_duration(params["timeout"], "--timeout"),
+        inflight=params["inflight"],
+        work=params["work"] or "",
+        slow_worker=params["slow_worker"] or "",
+        kill_worker_s=(None if params["kill_worker"] is None
+                       else parse_duration(params["kill_worker"], "--kill-worker")),
         probe_timeout_s=parse_duration(params["probe_timeout"], "--probe-timeout"),
         drain_timeout_s=parse_duration(params["drain_timeout"], "--drain-timeout"),
         target_options=options,
@@ -304,6 +311,37 @@ def _make_run_command() -> click.Command:
             default=None,
             help="Subscriber churn AWAY/PERIOD (500ms/2s): each subscriber disconnects for AWAY "
             "every PERIOD, staggered.",
+        ),
+        click.Option(
+            ["--work"],
+            default=None,
+            help="tasks: service time of each task: fixed:1ms, exp:1ms (exponential, that "
+            "mean) or lognormal:1ms,0.5 (that mean and sigma). Default: none.",
+        ),
+        click.Option(
+            ["--slow-worker"],
+            default=None,
+            help="tasks: SUB:xFACTOR (0:x10): that subscriber's tasks take FACTOR times as long.",
+        ),
+        click.Option(
+            ["--kill-worker"],
+            default=None,
+            help="tasks: SIGKILL the first subscriber worker process AT (2s) into the measured "
+            "window; a reliable design delivers its unfinished tasks again.",
+        ),
+        click.Option(
+            ["--timeout"],
+            default=f"{DEFAULT_RPC_TIMEOUT_S:g}s",
+            show_default=True,
+            help="rpc: a request with no reply this long after it left has timed out.",
+        ),
+        click.Option(
+            ["--inflight"],
+            type=int,
+            default=0,
+            show_default=True,
+            help="rpc, with --rate max: closed loop with N requests outstanding per requester "
+            "(0: open loop, unbounded).",
         ),
         click.Option(
             ["--probe-timeout"],

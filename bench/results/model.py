@@ -90,6 +90,10 @@ class RunResult:
     subscribers: list[dict[str, Any]]
     target: dict[str, Any] = field(default_factory=dict)
     latency_mode: str = "open-loop"
+    legs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Request/reply: request leg, service and reply leg, each a latency summary (ns)."""
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per shared group (``tasks``): members' shares, fairness, utilisation, recovery."""
     measure_started_at: str = ""
     """Wall-clock start of the measured window (ISO 8601, ms); empty when the run never got
     there, or in files written before it was recorded."""

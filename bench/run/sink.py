@@ -29,6 +29,15 @@ class Buffers:
         self.latency: array[int] = array("q")
         self.latency_raw: array[int] = array("q")
         self.publish_delay: array[int] = array("q")
+        self.extra: dict[str, array[int]] = {}
+        """Further named histograms (request/reply legs ...), created by who records them."""
+
+    def named(self, name: str) -> array[int]:
+        """The buffer of histogram ``name`` (see :attr:`extra`)."""
+        buf = self.extra.get(name)
+        if buf is None:
+            buf = self.extra[name] = array("q")
+        return buf
 
 
 class SubscriberSink(Sink):

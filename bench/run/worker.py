@@ -29,6 +29,7 @@ from msgbench.run.control import (
     Channel,
     Done,
     Failed,
+    Kill,
     Message,
     PipeChannel,
     Probe,
@@ -40,10 +41,12 @@ from msgbench.run.control import (
     Stop,
 )
 from msgbench.run.publisher import PublisherRunner
+from msgbench.run.replies import ReplySink
 from msgbench.run.shared import Answerer, GroupSink
 from msgbench.run.sink import Buffers, SubscriberSink
 from msgbench.workload.config import RunConfig
 from msgbench.workload.topology import Pattern, requester_scope, subscriber_scope
+from msgbench.workload.work import parse_slow_worker, parse_work
 
 REPORT_INTERVAL_S = 1.0
 FLUSH_INTERVAL_S = 0.1
@@ -119,6 +122,7 @@ class Worker:
         self.measure_start_ns = 0
         self.measure_end_ns = 1 << 62
         self.interval = [Histogram(), Histogram(), Histogram()]
+        self.extra: dict[str, Histogram] = {}
         self._last = Counters()
         self._events_sent = 0
 
@@ -157,6 +161,9 @@ class Worker:
             elif isinstance(msg, Stop):
                 await self._stop()
                 return
+            elif isinstance(msg, Kill):
+                self._final_totals()
+                os.kill(os.getpid(), signal.SIGKILL)
 
     async def _build_pubsub(self, client: Client) -> None:
         topics = self.config.topic_names()
@@ -168,7 +175,10 @@ class Worker:
                 sink = SubscriberSink(sid, where.topic, self.buffers, self.config.sub_delay_s,
                                       record_raw=record_raw, inject_cost_ns=_injected_cost_ns())
             else:
-                sink = GroupSink(sid, where.topic, where.group, self.buffers, record_raw)
+                slow = parse_slow_worker(self.config.slow_worker)
+                sink = GroupSink(sid, where.topic, where.group, self.buffers, record_raw,
+                                 parse_work(self.config.work),
+                                 slow[1] if slow is not None and slow[0] == sid else 1.0)
             self.sinks.append(sink)
             self.subscriptions.append(
                 await client.subscribe(sid, [topics[where.topic]], sink, group=where.group))
@@ -179,18 +189,25 @@ class Worker:
     async def _build_rpc(self, client: Client) -> None:
         topics = self.config.topic_names()
         for sid in self.spec.subs:
-            answerer = Answerer(sid)
+            answerer = Answerer(sid, parse_work(self.config.work))
             self.answerers.append(answerer)
             topic = self.topology.listener(sid).topic
             self.subscriptions.append(await client.responder(sid, [topics[topic]], answerer))
         for pid in self.spec.pubs:
             topic = pid % self.config.topics
-            sink = SubscriberSink(pid, topic, self.buffers, 0.0,
-                                  record_raw=self.config.rate is not None, publisher=pid)
+            runner: list[PublisherRunner] = []  # the sink asks it what was sent so far
+
+            def sent(runner: list[PublisherRunner] = runner, topic: int = topic) -> int:
+                return runner[0].seq[topic] if runner else 0
+
+            sink = ReplySink(pid, topic, self.buffers, self.config.rate is not None,
+                             int(self.config.timeout_s * NS), sent)
             self.sinks.append(sink)
             requester = await client.requester(pid, sink)
-            self.runners.append(PublisherRunner(pid, _Requests(requester), self.config,
-                                                self.buffers, topics=(topic,)))
+            runner.append(PublisherRunner(
+                pid, _Requests(requester, sink, self.config.inflight, self.config.timeout_s),
+                self.config, self.buffers, topics=(topic,)))
+            self.runners += runner
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -239,6 +256,8 @@ class Worker:
         self.measure_end_ns = msg.measure_end_ns
         for s in self.sinks:
             s.measure_end_ns = msg.measure_end_ns
+            if isinstance(s, GroupSink):
+                s.measure_start_ns = msg.measure_start_ns
         if self.runners:
             self._spawn(self._publish(msg))
         self._spawn(self._report_loop())
@@ -279,6 +298,10 @@ class Worker:
             if buf:
                 hist.record_array(buf)
                 del buf[:]
+        for name, buf in b.extra.items():
+            if buf:
+                self.extra.setdefault(name, Histogram()).record_array(buf)
+                del buf[:]
 
     async def _publish(self, msg: Start) -> None:
         await asyncio.gather(
@@ -307,13 +330,15 @@ class Worker:
         self._flush()
         hists = self.interval
         self.interval = [Histogram(), Histogram(), Histogram()]
+        extra, self.extra = self.extra, {}
         if self.config.rate is None:
             hists[1] = hists[0]  # closed loop: uncorrected == corrected, see SubscriberSink
         published = {(r.pub_id, t): n for r in self.runners for t, n in enumerate(r.measured)}
         totals = Counters.total(s.counters() for s in self.sinks) + Counters(
             published=sum(published.values()),
             expected=self.topology.owed(published),
-            latency_out_of_range=sum(h.out_of_range for h in {id(h): h for h in hists}.values()),
+            latency_out_of_range=sum(h.out_of_range for h in
+                                     {id(h): h for h in [*hists, *extra.values()]}.values()),
         )
         deltas = totals - self._last
         self._last = totals
@@ -328,6 +353,7 @@ class Worker:
                 latency=hists[0].encode(),
                 latency_raw=hists[1].encode(),
                 publish_delay=hists[2].encode(),
+                extra={name: h.encode() for name, h in extra.items()},
                 events=new_events,
                 counters=deltas.to_json(),
             )
@@ -337,14 +363,18 @@ class Worker:
         for t in self.tasks:
             t.cancel()
         self.tasks.clear()
+        self._final_totals()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._close_all(), CLOSE_TIMEOUT_S)
+
+    def _final_totals(self) -> None:
+        """The last Report and the Done: per-subscriber totals and group members' sets."""
         self._report(time.monotonic_ns())
         received = {str(s.sub_id): s.received_set.encode() for s in self.sinks
                     if isinstance(s, GroupSink)}
         self.chan.send(Done(self.spec.worker,
                             [*(s.totals() for s in self.sinks),
                              *(a.totals() for a in self.answerers)], received))
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._close_all(), CLOSE_TIMEOUT_S)
 
     async def _close_all(self) -> None:
         for sub in self.subscriptions:
@@ -356,14 +386,41 @@ class Worker:
 
 
 class _Requests(Publisher):
-    """A requester seen as a publisher: the send loop paces requests like messages."""
+    """A requester seen as a publisher: the send loop paces requests like messages.
 
-    def __init__(self, requester: Requester) -> None:
+    With ``inflight`` (closed loop, ``--inflight N``) at most that many requests are
+    outstanding: a send waits for replies, and a request unanswered for ``timeout_s`` gives
+    up its place (it is counted as a timeout at the end).
+    """
+
+    def __init__(self, requester: Requester, sink: ReplySink, inflight: int = 0,
+                 timeout_s: float = 1.0) -> None:
         self.requester = requester
+        self.sink = sink
+        self.inflight = inflight
+        self.timeout_s = timeout_s
+        self.sent = 0
+        self.given_up = 0
 
     async def publish(self, topic: str, payloads: Sequence[bytes]) -> None:
         """Send ``payloads`` as requests (see :class:`Publisher`)."""
-        await self.requester.request(topic, payloads)
+        if not self.inflight:
+            await self.requester.request(topic, payloads)
+            return
+        i = 0
+        while i < len(payloads):
+            room = self.inflight - (self.sent - self.sink.replies - self.given_up)
+            if room <= 0:
+                self.sink.answered.clear()
+                try:
+                    await asyncio.wait_for(self.sink.answered.wait(), self.timeout_s)
+                except TimeoutError:
+                    self.given_up += 1
+                continue
+            chunk = payloads[i : i + room]
+            await self.requester.request(topic, chunk)
+            self.sent += len(chunk)
+            i += len(chunk)
 
     async def close(self) -> None:
         """Close the requester."""

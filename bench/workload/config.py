@@ -20,6 +20,8 @@ DEFAULT_WARMUP_S = 2.0
 DEFAULT_SIZE = 64
 DEFAULT_PROBE_TIMEOUT_S = 10.0
 DEFAULT_DRAIN_TIMEOUT_S = 2.0
+DEFAULT_RPC_TIMEOUT_S = 1.0
+MAX_INFLIGHT = 1_000_000
 MAX_CLIENTS = 10_000
 MAX_TOPICS = 65_535  # the envelope's topic field is 16 bits
 
@@ -95,6 +97,16 @@ class RunConfig:
     probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     target_options: Mapping[str, Any] = field(default_factory=dict)
+    work: str = ""
+    """Service time of a task (``tasks``): ``fixed:1ms``, ``exp:1ms``, ``lognormal:1ms,0.5``."""
+    slow_worker: str = ""
+    """``SUB:xFACTOR``: that subscriber's tasks take FACTOR times as long."""
+    kill_worker_s: float | None = None
+    """SIGKILL the first subscriber worker process this far into the measured window."""
+    timeout_s: float = DEFAULT_RPC_TIMEOUT_S
+    """Request/reply: a request with no reply this long after it left has timed out."""
+    inflight: int = 0
+    """Request/reply in closed loop: requests outstanding per requester (0: open loop)."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` when the run cannot make sense."""
@@ -132,6 +144,33 @@ class RunConfig:
             raise ConfigError("--sub-delay cannot be negative")
         if self.churn_period_s and not 0 < self.churn_away_s < self.churn_period_s:
             raise ConfigError("--churn AWAY/PERIOD needs 0 < AWAY < PERIOD, e.g. 500ms/2s")
+        self._validate_tasks()
+
+    def _validate_tasks(self) -> None:
+        from msgbench.workload.work import parse_slow_worker, parse_work  # imports this module
+
+        if self.work and self.pattern == Pattern.BROADCAST:
+            raise ConfigError("--work applies to --pattern tasks and rpc (for broadcast, "
+                              "--sub-delay makes a slow subscriber)")
+        if self.slow_worker and self.pattern != Pattern.TASKS:
+            raise ConfigError("--slow-worker applies to --pattern tasks only")
+        if self.kill_worker_s is not None and self.pattern == Pattern.BROADCAST:
+            raise ConfigError("--kill-worker applies to --pattern tasks and rpc")
+        if self.inflight and self.pattern != Pattern.RPC:
+            raise ConfigError("--inflight applies to --pattern rpc only")
+        if not 0 <= self.inflight <= MAX_INFLIGHT:
+            raise ConfigError(f"--inflight must be between 1 and {MAX_INFLIGHT}")
+        if self.inflight and self.rate is not None:
+            raise ConfigError("--inflight is closed loop: use it with --rate max")
+        if not 0 < self.timeout_s <= 3600:
+            raise ConfigError("--timeout must be longer than zero and at most an hour")
+        parse_work(self.work)
+        slow = parse_slow_worker(self.slow_worker)
+        if slow is not None and slow[0] >= self.subs:
+            raise ConfigError(f"--slow-worker {slow[0]}: there are only {self.subs} subscribers")
+        if self.kill_worker_s is not None and not 0 < self.kill_worker_s < self.duration_s:
+            raise ConfigError("--kill-worker must fall inside the measured window "
+                              f"(0 < AT < {self.duration_s:g} s)")
 
     def topic_names(self) -> tuple[str, ...]:
         """The topic (channel) names, ``t0`` .. ``t<n-1>``."""

@@ -155,6 +155,11 @@ class Topology:
             what = {Pattern.BROADCAST: "expected deliveries", Pattern.TASKS: "tasks",
                     Pattern.RPC: "requests (no reply)"}[self.pattern]
             out.append(f"{c.lost} of {c.expected} {what} lost{detail}")
+        if c.timeouts:
+            late = f", {c.late} of them answered late" if c.late else ""
+            out.append(f"{c.timeouts} of {c.expected} requests timed out{late}")
+        if c.orphan_replies:
+            out.append(f"{c.orphan_replies} replies to requests never sent (orphans)")
         if c.duplicated:
             done = {Pattern.BROADCAST: "deliveries duplicated", Pattern.TASKS: "tasks done twice",
                     Pattern.RPC: "duplicate replies"}[self.pattern]

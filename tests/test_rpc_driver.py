@@ -1,0 +1,50 @@
+"""The driver's side of request/reply: matched replies, legs, timeouts and late replies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+RUN = ["run", "--pattern", "rpc", "--pubs", "2", "--subs", "2", "-w", "300ms", "--json",
+       "--quiet"]
+
+
+def test_replies_are_matched_exactly_with_their_legs(run_cli: Any) -> None:
+    r = run_cli(*RUN, "--rate", "2k", "-d", "1s")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    s = doc["summary"]
+    assert doc["status"] == "ok", doc["reasons"]
+    assert s["delivered"] == s["expected"] == s["published"] > 0
+    assert s["timeouts"] == s["late"] == s["orphan_replies"] == s["misrouted"] == 0
+    legs = doc["legs"]
+    assert set(legs) == {"rpc_request_leg", "rpc_service", "rpc_reply_leg"}
+    assert all(leg["count"] == s["delivered"] for leg in legs.values())
+    # the legs add up to no more than the round trip from the actual send
+    total = sum(leg["p50"] for leg in legs.values())
+    assert total <= 3 * doc["summary"]["latency_uncorrected_ns"]["p99"]
+
+
+def test_replies_slower_than_the_timeout_are_late_and_counted_as_timeouts(run_cli: Any) -> None:
+    """A responder told to take 20 ms per request, a 10 ms timeout: every reply is late."""
+    r = run_cli(*RUN, "--rate", "50", "-d", "1s", "--work", "fixed:20ms", "--timeout", "10ms")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    s = doc["summary"]
+    assert doc["status"] == "degraded"
+    assert s["delivered"] == s["expected"] > 0, "late replies are still matched"
+    assert s["late"] == s["delivered"] and s["timeouts"] == s["expected"]
+    assert any("timed out" in x for x in doc["reasons"]), doc["reasons"]
+    assert doc["legs"]["rpc_service"]["p50"] >= 20_000_000
+
+
+def test_closed_loop_keeps_at_most_n_in_flight_and_says_so(run_cli: Any) -> None:
+    r = run_cli(*RUN, "--inflight", "4", "-d", "1s", "--work", "fixed:2ms")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    s = doc["summary"]
+    assert doc["status"] == "ok", doc["reasons"]
+    # 2 requesters x 4 in flight, 2 ms each on 2 responders: at most ~ 2 * 500 per second
+    # per responder, whatever the send loop would like
+    assert 0 < s["deliveries_per_s"] <= 2 * 550
+    assert doc["latency_mode"] == "closed-loop"
