@@ -8,7 +8,8 @@ next to a bare pyzmq loop of the same design measured in the same trial:
   loop; 4 worker processes each connect a PULL to both and only count;
 * **bare ROUTER broker**: 2 producer DEALERs -> a ROUTER/ROUTER broker process (the
   zguide's load balancer: a task goes to a worker that sent READY) -> 4 worker DEALERs
-  that count each task and send READY again (credit 1, as msgbench's default).
+  that count each task and send READY again; a worker starts with as many READYs as
+  the case's ``--zmq-credit`` (1, or 16), so it holds that many tasks at most.
 
 Tasks/s is what the workers took during the window (msgbench: delivered inside the
 measured window over its length). Tasks per CPU-second divides that by the CPU time of
@@ -88,7 +89,7 @@ def _producer(kind: str, addr: str, seconds: float) -> None:
     ctx.term()
 
 
-def _worker(kind: str, addrs: Sequence[str], seconds: float) -> None:
+def _worker(kind: str, addrs: Sequence[str], credit: int, seconds: float) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PULL if kind == "pull" else zmq.DEALER)
     sock.setsockopt(zmq.RCVTIMEO, GUARD_MS)
@@ -96,7 +97,8 @@ def _worker(kind: str, addrs: Sequence[str], seconds: float) -> None:
         sock.connect(a)
     recv, send = sock.recv, sock.send
     if kind == "dealer":
-        send(READY)
+        for _ in range(credit):  # the broker lists this worker once per READY
+            send(READY)
     recv()
     if kind == "dealer":
         send(READY)
@@ -136,7 +138,7 @@ def _broker(front_addr: str, back_addr: str, seconds: float) -> None:
     ctx.destroy(linger=0)
 
 
-def _bare(design: str, seconds: float) -> tuple[float, float]:
+def _bare(design: str, credit: int, seconds: float) -> tuple[float, float]:
     """(tasks/s, tasks per CPU-second) of one bare run of ``design`` (push or broker)."""
     me = [sys.executable, __file__, "--role"]
     procs: list[tuple[str, subprocess.Popen[str]]] = []
@@ -150,14 +152,14 @@ def _bare(design: str, seconds: float) -> tuple[float, float]:
         for a in pushes:
             start("producer", "push", a)
         for _ in range(SUBS):
-            start("worker", "pull", ",".join(pushes))
+            start("worker", "pull", ",".join(pushes), "1")
     else:
         front, back = (f"tcp://{LOOPBACK}:{free_port()}" for _ in range(2))
         start("broker", front, back)
         for _ in range(PUBS):
             start("producer", "dealer", front)
         for _ in range(SUBS):
-            start("worker", "dealer", back)
+            start("worker", "dealer", back, str(credit))
     done, cpu_per_s = 0, 0.0
     for role, p in procs:
         out, _ = p.communicate(timeout=RUN_TIMEOUT_S)
@@ -212,7 +214,7 @@ def main() -> None:
         if role == "producer":
             _producer(rest[0], rest[1], seconds)
         elif role == "worker":
-            _worker(rest[0], rest[1].split(","), seconds)
+            _worker(rest[0], rest[1].split(","), int(rest[2]), seconds)
         else:
             _broker(rest[0], rest[1], seconds)
         return
@@ -223,15 +225,15 @@ def main() -> None:
     args = ap.parse_args()
     print(f"libzmq {zmq.zmq_version()}, pyzmq {zmq.__version__}; {PUBS} producers x {SUBS} "
           f"workers, {SIZE} B, zero work, closed loop, {args.duration:g} s per trial")
-    cases = [("pipeline", "push", ["--zmq-mode", "pipeline"]),
-             ("broker credit 1", "broker", ["--zmq-mode", "broker"]),
-             ("broker credit 16", "broker", ["--zmq-mode", "broker", "--zmq-credit", "16"])]
+    cases = [("pipeline", "push", 1, ["--zmq-mode", "pipeline"]),
+             ("broker credit 1", "broker", 1, ["--zmq-mode", "broker"]),
+             ("broker credit 16", "broker", 16, ["--zmq-mode", "broker", "--zmq-credit", "16"])]
     rows: dict[str, list[tuple[float, float]]] = {}
     for i in range(args.trials):
-        for name, bare, flags in cases:
-            ref = _bare(bare, args.duration)
+        for name, bare, credit, flags in cases:
+            ref = _bare(bare, credit, args.duration)
             got = _msgbench(flags, args.duration)
-            rows.setdefault(f"bare {bare}", []).append(ref)
+            rows.setdefault(f"bare {name}", []).append(ref)
             rows.setdefault(name, []).append(got[:2])
             print(f"trial {i + 1} {name:17} msgbench {got[0]:9,.0f} tasks/s "
                   f"{got[1]:9,.0f} /CPU-s   bare {bare:6} {ref[0]:9,.0f} tasks/s "
@@ -239,13 +241,11 @@ def main() -> None:
     med = {k: (statistics.median(a for a, _ in v), statistics.median(b for _, b in v))
            for k, v in rows.items()}
     print("\nmedians (msgbench / bare of the same design):")
-    for name, bare, _ in cases:
-        m, r = med[name], med[f"bare {bare}"]
-        print(f"  {name:17} {m[0]:9,.0f} tasks/s ({m[0] / r[0]:.2f} x bare {bare})   "
-              f"{m[1]:9,.0f} tasks/CPU-s ({m[1] / r[1]:.2f} x)")
-    for bare in ("push", "broker"):
-        r = med[f"bare {bare}"]
-        print(f"  bare {bare:12} {r[0]:9,.0f} tasks/s   {r[1]:9,.0f} tasks/CPU-s")
+    for name, bare, _, _ in cases:
+        m, r = med[name], med[f"bare {name}"]
+        print(f"  {name:17} {m[0]:9,.0f} tasks/s ({m[0] / r[0]:.2f} x bare)   "
+              f"{m[1]:9,.0f} tasks/CPU-s ({m[1] / r[1]:.2f} x)   bare {bare}: "
+              f"{r[0]:9,.0f} tasks/s {r[1]:9,.0f} tasks/CPU-s")
     if not args.skip_work:
         _with_work(args.duration)
 

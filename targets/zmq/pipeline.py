@@ -54,6 +54,12 @@ class TaskWorker(Subscription):
         self.on_close = on_close
         self.waker = Waker(sock)
         self.task: asyncio.Task[None] = asyncio.ensure_future(self._run())
+        self.task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        # a loop that dies takes no more tasks: the result must say so, not go quiet
+        if not task.cancelled() and task.exception() is not None:
+            self.sink.disconnected(f"task loop failed: {task.exception()}")
 
     async def _run(self) -> None:
         handle = self.sink.handle
