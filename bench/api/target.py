@@ -96,6 +96,9 @@ class ServeSpec:
     options: Mapping[str, JSON]
     size: int = 0
     """Message size in bytes (envelope included), for servers that bound frame sizes."""
+    pattern: str = "broadcast"
+    """The run's pattern (``broadcast``, ``tasks``, ``rpc``), for a target whose modes
+    carry different patterns: it refuses a mismatch here with :class:`TargetError`."""
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,7 @@ class Coordinator:
             self.config.topic_names(),
             dict(self.config.target_options),
             size=self.config.size,
+            pattern=pattern.value,
         )
         try:
             with self.target.serve(spec) as endpoint:

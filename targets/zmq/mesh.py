@@ -1,5 +1,9 @@
 """``zmq``: the brokerless ZeroMQ mesh, and its brokered variant (``--zmq-mode proxy``).
 
+(This module also holds the target class; for ``--pattern tasks`` it dispatches to the
+PUSH/PULL pipeline, :mod:`.pipeline`, and the load-balancing broker, :mod:`.lbbroker`
+and :mod:`.brokered`.)
+
 Mesh: each publisher binds a PUB socket; each subscriber connects one SUB
 socket to every publisher and subscribes by topic prefix. No broker, no
 single point of failure. Proxy: publishers connect to the XSUB side of a
@@ -31,7 +35,6 @@ import asyncio
 import contextlib
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,7 @@ import zmq
 from msgbench.api.target import (
     JSON,
     Availability,
+    Capability,
     Client,
     Endpoint,
     Publisher,
@@ -51,14 +55,24 @@ from msgbench.api.target import (
     TargetError,
     TargetOption,
 )
-from msgbench.kit.procs import LOOPBACK, free_port
 from msgbench.kit.zmq_watch import LinkWatch, readable
-from msgbench.targets.zmq.proxy import DEFAULT_HWM, forwarder
+from msgbench.targets.zmq import brokered, pipeline
+from msgbench.targets.zmq.lbbroker import broker
+from msgbench.targets.zmq.proxy import forwarder
+from msgbench.targets.zmq.settings import (
+    DEFAULT_CREDIT,
+    DEFAULT_HWM,
+    MODES,
+    TASK_MODES,
+    TRANSPORTS,
+    Settings,
+    address,
+    topic_prefix,
+)
+from msgbench.targets.zmq.waiting import ZmqLinkLost
 
-MODES = ("mesh", "proxy")
-TRANSPORTS = ("tcp", "ipc")
-C_INT_MAX = 2**31 - 1
-"""ZeroMQ takes high-water marks and socket buffer sizes as a C int."""
+__all__ = ["Settings", "ZmqLinkLost", "ZmqTarget", "topic_prefix"]
+
 MAX_BATCH = 1024
 """Messages taken from a socket per reader callback; then the loop gets a turn."""
 LINGER_MS = 1000
@@ -70,78 +84,8 @@ NODROP_WAIT_MS = 2
 """How long a ``--zmq-nodrop`` publisher at the high-water mark blocks in ``send`` for room
 before it gives the worker's loop a turn. ZeroMQ wakes a blocked send the moment there is
 room; sleeping on a timer instead idles the pipe for a whole millisecond tick."""
-MAX_TOPIC_BYTES = 255
 
 _NOBLOCK = zmq.NOBLOCK
-_POLLIN = zmq.POLLIN
-_EVENTS = zmq.EVENTS
-
-
-class ZmqLinkLost(ConnectionError):
-    """A publisher lost its connection to the forwarder."""
-
-
-def topic_prefix(topic: str) -> bytes:
-    """The frame prefix of ``topic``: its length byte, then its UTF-8 bytes."""
-    raw = topic.encode()
-    if len(raw) > MAX_TOPIC_BYTES:
-        raise TargetError(f"topic {topic[:20]!r}... is longer than {MAX_TOPIC_BYTES} bytes")
-    return bytes((len(raw),)) + raw
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The zmq options of a run, checked."""
-
-    mode: str = "mesh"
-    transport: str = "tcp"
-    hwm: int = DEFAULT_HWM
-    nodrop: bool = False
-    sockbuf: int = 0
-    """SO_SNDBUF / SO_RCVBUF of every socket in bytes; 0 keeps the kernel's (autotuned)."""
-    external: tuple[str, str] | None = None
-    """(xsub, xpub) of a running forwarder to use instead of starting one."""
-
-    @classmethod
-    def parse(cls, options: Mapping[str, JSON]) -> Settings:
-        """Read and check ``--zmq-*`` / ``--hwm``; raises :class:`TargetError` (one line)."""
-        mode = options.get("zmq_mode") or "mesh"
-        transport = options.get("zmq_transport") or "tcp"
-        hwm = options.get("hwm")
-        hwm = DEFAULT_HWM if hwm is None else hwm
-        if mode not in MODES:
-            raise TargetError(f"--zmq-mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if transport not in TRANSPORTS:
-            raise TargetError(
-                f"--zmq-transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}"
-            )
-        if not isinstance(hwm, int) or isinstance(hwm, bool) or not 0 <= hwm <= C_INT_MAX:
-            raise TargetError(f"--hwm must be a whole number from 0 (no limit) to {C_INT_MAX}, "
-                              f"got {hwm!r}")
-        sockbuf = options.get("zmq_sockbuf") or 0
-        if (not isinstance(sockbuf, int) or isinstance(sockbuf, bool)
-                or not 0 <= sockbuf <= C_INT_MAX):
-            raise TargetError(f"--zmq-sockbuf must be a number of bytes from 0 to {C_INT_MAX}, "
-                              f"got {sockbuf!r}")
-        external = None
-        spec = options.get("zmq_proxy")
-        if spec:
-            parts = [p.strip() for p in str(spec).split(",")]
-            if len(parts) != 2 or not all(p.startswith(("tcp://", "ipc://")) for p in parts):
-                raise TargetError(
-                    f"--zmq-proxy takes XSUB,XPUB addresses (tcp://host:port or ipc://path), "
-                    f"got {spec!r}"
-                )
-            if mode != "proxy":
-                raise TargetError("--zmq-proxy needs --zmq-mode proxy")
-            external = (parts[0], parts[1])
-        return cls(mode, transport, hwm, bool(options.get("zmq_nodrop")), sockbuf, external)
-
-
-def _address(transport: str, workdir: Path, name: str) -> str:
-    if transport == "ipc":
-        return f"ipc://{workdir / name}"
-    return f"tcp://{LOOPBACK}:{free_port()}"
 
 
 class _Publisher(Publisher):
@@ -281,7 +225,13 @@ class _ZmqClient(Client):
         return sock
 
     async def publisher(self, pub_id: int) -> Publisher:
-        """A PUB socket bound to this publisher's address (mesh) or connected to the forwarder."""
+        """A PUB socket bound to this publisher's address (mesh) or connected to the forwarder;
+        in the task modes PUSH sockets (pipeline) or a DEALER to the broker."""
+        mode = self.endpoint["mode"]
+        if mode == "pipeline":
+            return pipeline.open_publisher(self.endpoint, pub_id, self._socket)
+        if mode == "broker":
+            return brokered.open_publisher(self.endpoint, self._socket)
         nodrop = self.settings.nodrop
         sock = self._socket(zmq.XPUB if nodrop else zmq.PUB)
         if nodrop:
@@ -302,7 +252,20 @@ class _ZmqClient(Client):
 
     async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink,
                         group: str | None = None) -> Subscription:
-        """Subscribe first, then connect to every publisher (or the forwarder); see module doc."""
+        """Subscribe first, then connect to every publisher (or the forwarder); see module doc.
+
+        In the task modes (``group`` given) a PULL (pipeline) or DEALER (broker) worker of
+        its one topic."""
+        mode = self.endpoint["mode"]
+        if (group is not None) != (mode in TASK_MODES):
+            raise TargetError(f"--zmq-mode {mode} cannot serve "
+                              f"{'a shared group' if group else 'a broadcast subscriber'}")
+        if mode in TASK_MODES:
+            (topic,) = topics
+            if mode == "pipeline":
+                return pipeline.open_worker(self.endpoint, topic, sink, self._socket)
+            return brokered.open_worker(self.endpoint, sub_id, topic, sink, self._socket,
+                                        self.settings.credit)
         sock = self._socket(zmq.SUB)
         prefixes = [topic_prefix(t) for t in topics]
         for p in prefixes:
@@ -324,15 +287,20 @@ class _ZmqClient(Client):
 
 
 class ZmqTarget(Target):
-    """ZeroMQ PUB/SUB, brokerless mesh or through a forwarder; see the module docstring."""
+    """ZeroMQ: PUB/SUB mesh or forwarder (broadcast), PUSH/PULL pipeline or load-balancing
+    broker (tasks); see the module docstrings."""
 
     name = "zmq"
     description = ("ZeroMQ PUB/SUB: brokerless mesh (each publisher binds, subscribers connect "
-                   "to all), or through an XSUB/XPUB forwarder")
+                   "to all), or through an XSUB/XPUB forwarder; tasks: PUSH/PULL pipeline, "
+                   "or a load-balancing ROUTER broker")
+    capabilities = frozenset({Capability.FANOUT, Capability.SHARED})
     options = (
         TargetOption("--zmq-mode", "mesh: subscribers connect to every publisher; proxy: "
-                     "everyone connects to an XSUB/XPUB forwarder process", "mesh",
-                     choices=MODES),
+                     "everyone connects to an XSUB/XPUB forwarder process (both --pattern "
+                     "broadcast); pipeline: publishers PUSH, workers PULL; broker: a "
+                     "load-balancing ROUTER broker process (both --pattern tasks); default: "
+                     "mesh for broadcast, pipeline for tasks", None, choices=MODES),
         TargetOption("--zmq-transport", "tcp (loopback) or ipc (Unix sockets in a private "
                      "temp dir)", "tcp", choices=TRANSPORTS),
         TargetOption("--hwm", "ZeroMQ high-water mark (SNDHWM/RCVHWM, messages; 0: no limit); "
@@ -344,6 +312,9 @@ class ZmqTarget(Target):
                      "queue far more than --hwm", 0, kind="int"),
         TargetOption("--zmq-proxy", "XSUB,XPUB addresses of a running forwarder to use "
                      "instead of starting one (with --zmq-mode proxy)", None),
+        TargetOption("--zmq-credit", "with --zmq-mode broker: tasks a worker holds at most; "
+                     "it asks for more as it finishes them (1: one at a time)", DEFAULT_CREDIT,
+                     kind="int"),
     )
 
     def check(self) -> Availability:
@@ -356,11 +327,12 @@ class ZmqTarget(Target):
 
     @contextlib.contextmanager
     def serve(self, spec: ServeSpec) -> Iterator[Endpoint]:
-        """Pick the publishers' addresses (mesh) or start the forwarder (proxy).
+        """Pick the publishers' addresses (mesh, pipeline) or start the forwarder (proxy) or
+        the broker (broker); a mode asked for the other pattern is one line (exit 2).
 
         Everything lives on loopback or in a private temp dir removed afterwards.
         """
-        s = Settings.parse(spec.options)
+        s = Settings.parse(spec.options).for_pattern(spec.pattern)
         for t in spec.topics:
             topic_prefix(t)
         info: dict[str, JSON] = {
@@ -370,16 +342,29 @@ class ZmqTarget(Target):
         }
         with tempfile.TemporaryDirectory(prefix="msgbench-zmq-") as tmp:
             work = Path(tmp)
-            if s.mode == "mesh":
-                pubs = [_address(s.transport, work, f"pub-{i}") for i in range(spec.pubs)]
+            if s.mode == "pipeline":
+                topics = list(spec.topics)
+                push = [[address(s.transport, work, f"push-{i}-{j}") for j in range(len(topics))]
+                        for i in range(spec.pubs)]
+                yield Endpoint({"mode": "pipeline", "topics": topics, "push": push}, (), info)
+            elif s.mode == "broker":
+                front = address(s.transport, work, "frontend")
+                back = address(s.transport, work, "backend")
+                info.update(broker="msgbench.targets.zmq.lbbroker", credit=s.credit,
+                            frontend=front, backend=back)
+                with broker(front, back, s.hwm, work, s.sockbuf) as pid:
+                    yield Endpoint({"mode": "broker", "frontend": front, "backend": back},
+                                   (ServerProcess("zmq-broker", pid),), info)
+            elif s.mode == "mesh":
+                pubs = [address(s.transport, work, f"pub-{i}") for i in range(spec.pubs)]
                 yield Endpoint({"mode": "mesh", "pubs": pubs}, (), info)
             elif s.external is not None:
                 xsub, xpub = s.external
                 info.update(forwarder="external", xsub=xsub, xpub=xpub, transport="external")
                 yield Endpoint({"mode": "proxy", "xsub": xsub, "xpub": xpub}, (), info)
             else:
-                xsub = _address(s.transport, work, "xsub")
-                xpub = _address(s.transport, work, "xpub")
+                xsub = address(s.transport, work, "xsub")
+                xpub = address(s.transport, work, "xpub")
                 info.update(forwarder="msgbench.targets.zmq.proxy (zmq.proxy)")
                 with forwarder(xsub, xpub, s.hwm, work, s.nodrop, s.sockbuf) as pid:
                     yield Endpoint({"mode": "proxy", "xsub": xsub, "xpub": xpub},

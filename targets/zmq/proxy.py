@@ -28,12 +28,13 @@ import zmq
 
 from msgbench.api.target import TargetError
 from msgbench.kit.procs import spawn_server, stop_process
+from msgbench.targets.zmq.settings import DEFAULT_HWM
 
 READY = "zmq-proxy ready"
 START_TIMEOUT_S = 10.0
 READY_POLL_S = 0.02
-DEFAULT_HWM = 1000
 EXIT_USAGE = 2
+__all__ = ["DEFAULT_HWM", "READY", "forwarder", "main"]
 MODULE = "msgbench.targets.zmq.proxy"
 
 
