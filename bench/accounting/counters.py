@@ -44,6 +44,8 @@ class Counters:
     """Deliveries on a topic (or to a requester) that was never asked for them."""
     redelivered: int = 0
     """Deliveries the design itself marked as a redelivery (at-least-once: not an error)."""
+    orphaned: int = 0
+    """Tasks a member held, unfinished, when it was killed (``--kill-worker``)."""
     lost_during_churn: int = 0
     """Part of ``lost`` published while its subscriber was away (``--churn``)."""
     disconnected_subscribers: int = 0

@@ -81,6 +81,15 @@ def summary_table(result: RunResult, path: str | None) -> Table:
             "  publish delay (actual - intended)",
             f"p50 {format_ns(d['p50'])}  p99 {format_ns(d['p99'])}  max {format_ns(d['max'])}",
         )
+    for name, g in result.groups.items():
+        shares = "/".join(f"{x:,}" for x in g["shares"])
+        ratio = f"{g['max_min']:.2f}" if g.get("max_min") is not None else "inf"
+        busy = ", ".join(f"{u:.0%}" for u in g["utilisation"])
+        t.add_row(f"group {name}", f"tasks per member {shares}  Jain {g['jain']:.3f}  "
+                  f"max/min {ratio}  busy {busy}")
+        if g.get("recovery_s") is not None:
+            t.add_row("", f"first task delivered again {g['recovery_s'] * 1e3:.0f} ms after "
+                      "the kill")
     t.add_row(
         "CPU (measured window)",
         f"{s.cpu_s:.2f} s  ->  {format_count(s.msgs_per_cpu_s)} deliveries per CPU-second",

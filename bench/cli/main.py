@@ -168,6 +168,10 @@ def _build_config(params: dict[str, Any], extra: dict[str, TargetOption]) -> Run
         sub_delay_s=parse_duration(params["sub_delay"], "--sub-delay"),
         churn_away_s=churn[0],
         churn_period_s=churn[1],
+        work=params["work"] or "",
+        slow_worker=params["slow_worker"] or "",
+        kill_worker_s=(None if params["kill_worker"] is None
+                       else parse_duration(params["kill_worker"], "--kill-worker")),
         probe_timeout_s=parse_duration(params["probe_timeout"], "--probe-timeout"),
         drain_timeout_s=parse_duration(params["drain_timeout"], "--drain-timeout"),
         target_options=options,
@@ -304,6 +308,23 @@ def _make_run_command() -> click.Command:
             default=None,
             help="Subscriber churn AWAY/PERIOD (500ms/2s): each subscriber disconnects for AWAY "
             "every PERIOD, staggered.",
+        ),
+        click.Option(
+            ["--work"],
+            default=None,
+            help="tasks: service time of each task: fixed:1ms, exp:1ms (exponential, that "
+            "mean) or lognormal:1ms,0.5 (that mean and sigma). Default: none.",
+        ),
+        click.Option(
+            ["--slow-worker"],
+            default=None,
+            help="tasks: SUB:xFACTOR (0:x10): that subscriber's tasks take FACTOR times as long.",
+        ),
+        click.Option(
+            ["--kill-worker"],
+            default=None,
+            help="tasks: SIGKILL the first subscriber worker process AT (2s) into the measured "
+            "window; a reliable design delivers its unfinished tasks again.",
         ),
         click.Option(
             ["--probe-timeout"],

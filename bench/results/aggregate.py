@@ -216,6 +216,38 @@ class Aggregator:
         c = c.with_loss()
         return replace(c, lost_during_churn=min(c.lost, c.lost_during_churn))
 
+    def groups(self, measured_s: float, killed_at_ns: int = 0) -> dict[str, dict[str, Any]]:
+        """Per shared group: its members' shares of the tasks and how fair they were.
+
+        ``shares``: tasks each member did (by subscriber id); ``jain``: Jain's fairness index
+        (sum x)^2 / (n sum x^2), 1 when all did the same; ``max_min``: the largest share over
+        the smallest; ``utilisation``: busy time over the measured time; ``held_max``: most
+        tasks a member held at once; ``recovery_s``: from the ``--kill-worker`` kill to the
+        first task delivered again, when there was one.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        members: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for s in self.subscribers.values():
+            if "group" in s:
+                members[str(s["group"])].append(s)
+        for g, ms in sorted(members.items()):
+            ms.sort(key=lambda s: int(s["sub"]))
+            done = [int(s.get("delivered", 0)) for s in ms]
+            total, squares = sum(done), sum(x * x for x in done)
+            redo = [int(s.get("first_redelivery_ns", 0)) for s in ms]
+            first = min((r for r in redo if r >= killed_at_ns > 0), default=0)
+            out[g] = {
+                "members": [int(s["sub"]) for s in ms],
+                "shares": done,
+                "jain": total * total / (len(done) * squares) if squares else 1.0,
+                "max_min": max(done) / min(done) if min(done) else None,
+                "utilisation": [int(s.get("busy_ns", 0)) / 1e9 / measured_s if measured_s
+                                else 0.0 for s in ms],
+                "held_max": [int(s.get("held_max", 0)) for s in ms],
+                "recovery_s": (first - killed_at_ns) / 1e9 if first else None,
+            }
+        return out
+
     def _group_deliveries(self) -> int:
         """MEASURE deliveries to every member, repeats included (for the duplicates)."""
         return sum(int(s.get("measured", 0)) for s in self.subscribers.values())

@@ -90,6 +90,8 @@ class RunResult:
     subscribers: list[dict[str, Any]]
     target: dict[str, Any] = field(default_factory=dict)
     latency_mode: str = "open-loop"
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per shared group (``tasks``): members' shares, fairness, utilisation, recovery."""
     measure_started_at: str = ""
     """Wall-clock start of the measured window (ISO 8601, ms); empty when the run never got
     there, or in files written before it was recorded."""

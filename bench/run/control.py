@@ -109,10 +109,16 @@ class Stop:
     """Coordinator -> worker: stop publishing, send Done and exit."""
 
 
-Message = Ready | Probe | ProbeStatus | Start | Report | PubDone | Done | Failed | Stop
+@dataclass(frozen=True)
+class Kill:
+    """Coordinator -> worker (``--kill-worker``): send a last Report and Done, then SIGKILL
+    yourself: the transport sees a crash, the ledger keeps every task done before it."""
+
+
+Message = Ready | Probe | ProbeStatus | Start | Report | PubDone | Done | Failed | Stop | Kill
 _TYPES: dict[str, type[Any]] = {
     cls.__name__: cls
-    for cls in (Ready, Probe, ProbeStatus, Start, Report, PubDone, Done, Failed, Stop)
+    for cls in (Ready, Probe, ProbeStatus, Start, Report, PubDone, Done, Failed, Stop, Kill)
 }
 
 

@@ -32,6 +32,7 @@ from msgbench.results.model import (
 from msgbench.run.control import (
     Done,
     Failed,
+    Kill,
     Message,
     Probe,
     ProbeStatus,
@@ -40,7 +41,7 @@ from msgbench.run.control import (
     Report,
     Start,
 )
-from msgbench.run.plan import plan_workers
+from msgbench.run.plan import WorkerPlan, plan_workers
 from msgbench.run.pool import POLL_S, RunAborted, WorkerHandle, WorkerPool
 from msgbench.run.watch import ServerWatch
 from msgbench.workload.config import RunConfig
@@ -109,6 +110,8 @@ class Coordinator:
         self.watch_heartbeat = False
         self.measure_start_ns = 0
         self.measure_end_ns = 0
+        self.killed_at_ns = 0
+        self.plans: list[WorkerPlan] = []
         """When the measured window really ended (0 while it has not begun)."""
         self.measure_started_at = ""
         self.watch = ServerWatch(())
@@ -132,6 +135,7 @@ class Coordinator:
             raise TargetError(f"target {self.config.target!r} does not carry the {pattern.value} "
                               f"pattern (it does: {does})")
         self.target.validate(self.config.target_options)
+        self.plans = self._plan()
         started = datetime.now(UTC).isoformat(timespec="seconds")
         self.meter.add("coordinator", os.getpid())
         spec = ServeSpec(
@@ -200,10 +204,16 @@ class Coordinator:
         self.measure_started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         self.progress.phase("measuring")
         k = 0
+        kill_ns = (self.measure_start_ns + int(cfg.kill_worker_s * NS)
+                   if cfg.kill_worker_s is not None else None)
         while True:
             tick = self.measure_start_ns + (k + 1) * NS + int(PROGRESS_LAG_S * NS)
             if tick > measure_end_ns:
                 break
+            if kill_ns is not None and kill_ns <= tick:
+                self._wait_until_ns(kill_ns)
+                self._kill_worker()
+                kill_ns = None
             self._wait_until_ns(tick)
             # a process that dies later keeps the CPU it had used by now, not its start's
             self.meter.sample()
@@ -274,9 +284,27 @@ class Coordinator:
             self.progress.second(stats, self.agg.totals.gaps)
 
     # -- workers ----------------------------------------------------------
-    def _spawn(self) -> None:
+    def _kill_worker(self) -> None:
+        """``--kill-worker``: the first subscriber worker sends its totals, then SIGKILLs
+        itself; its members' unfinished tasks are the design's to deliver again or lose."""
+        victim = next(w for w in self.pool.workers if w.spec.subs)
+        victim.chan.send(Kill())
+        self.killed_at_ns = time.monotonic_ns()
+        self.reasons.append(
+            f"{victim.spec.describe()} killed on purpose {self.config.kill_worker_s:g} s into "
+            "the measured window (--kill-worker)")
+
+    def _plan(self) -> list[WorkerPlan]:
         plans = plan_workers(self.config, self.target.colocated)
-        for w in self.pool.spawn(self.config.to_json(), dict(self.endpoint.data), plans):
+        if self.config.kill_worker_s is not None and sum(1 for p in plans if p.subs) < 2:
+            raise TargetError("--kill-worker needs at least two subscriber worker processes, so "
+                              "that someone is left: give more --subs or --procs"
+                              + (f" (target {self.config.target!r} runs in one process)"
+                                 if self.target.colocated else ""))
+        return plans
+
+    def _spawn(self) -> None:
+        for w in self.pool.spawn(self.config.to_json(), dict(self.endpoint.data), self.plans):
             if w.process.pid is not None:
                 self.meter.add(f"worker {w.spec.worker}", w.process.pid)
 
@@ -383,6 +411,7 @@ class Coordinator:
                 "publish_delay": self.agg.publish_delay.encode(),
             },
             subscribers=[self.agg.subscribers[k] for k in sorted(self.agg.subscribers)],
+            groups=self.agg.groups(measured_ns / NS, self.killed_at_ns),
             target={"name": self.config.target, **dict(self.endpoint.info)},
             latency_mode="open-loop" if self.config.rate is not None else "closed-loop",
             measure_started_at=self.measure_started_at,

@@ -1,15 +1,19 @@
 """The driver's side of a shared group's member and of a responder.
 
-:class:`GroupSink` is one competing consumer: it records the sequence numbers it
-received (a skipped number is another member's, see
-:mod:`msgbench.accounting.ranges`), the latency from the intended submit time,
-and how often the design said it delivered again. :class:`Answerer` is what a
+:class:`GroupSink` is one competing consumer: it does each task's work (its
+``--work`` service time, one task after another), then records the task as done
+(a skipped number is another member's, see :mod:`msgbench.accounting.ranges`),
+its completion latency from the intended submit time, how busy it was, how many
+it held at once, and how often the design said it delivered again. A task is
+booked done only when its work is: a member killed mid-task leaves it undone,
+for the design to deliver again or to lose. :class:`Answerer` is what a
 responder answers with: the request's header flagged as a reply, stamped with
 the responder's id and its receive and reply times.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -20,6 +24,7 @@ from msgbench.accounting.ranges import ReceivedSet
 from msgbench.api.target import Service, Sink
 from msgbench.run.sink import Buffers
 from msgbench.workload.envelope import HEADER, HEADER_SIZE, Kind, ReplyStamp, make_reply
+from msgbench.workload.work import Work
 
 _PROBE = int(Kind.PROBE)
 _MEASURE = int(Kind.MEASURE)
@@ -29,7 +34,8 @@ class GroupSink(Sink):
     """Accounts what one member of a shared group receives (see the module docstring)."""
 
     def __init__(self, sub_id: int, topic: int, group: str, buffers: Buffers,
-                 record_raw: bool = True) -> None:
+                 record_raw: bool = True, work: Work | None = None,
+                 slowdown: float = 1.0) -> None:
         self.sub_id = sub_id
         self.topic = topic
         self.group = group
@@ -48,20 +54,47 @@ class GroupSink(Sink):
         self._noted: set[str] = set()
         self._buffers = buffers
         self._record_raw = record_raw
+        self._work = work or Work()
+        self._slowdown = slowdown
+        self._rng = np.random.default_rng(sub_id)
+        self.busy_ns = 0
+        """Time spent on tasks (their work) inside the measured window."""
+        self.measure_start_ns = 0
+        self.in_hand = 0
+        """Tasks received and not yet done: what a kill now would orphan."""
+        self.held_max = 0
+        self.first_redelivery_ns = 0
 
     def deliver(self, payloads: Sequence[bytes], offset: int = 0) -> None:
-        """Account ``payloads`` (see :class:`Sink`); shared groups normally use :meth:`handle`."""
-        self._account([p[offset:] for p in payloads] if offset else payloads, False)
+        """Account ``payloads`` as done at once, whatever ``--work`` says (see :class:`Sink`);
+        shared groups use :meth:`handle`."""
+        self.received += len(payloads)
+        self._account([p[offset:] for p in payloads] if offset else payloads,
+                      time.monotonic_ns())
 
     async def handle(self, payloads: Sequence[bytes], redelivered: bool = False) -> None:
-        """Account ``payloads``; the work they stand for is done when this returns."""
-        self._account(payloads, redelivered)
-
-    def _account(self, payloads: Sequence[bytes], redelivered: bool) -> None:
-        now = time.monotonic_ns()
-        self.received += len(payloads)
+        """Do the work of ``payloads``, one task after another, then book them done."""
+        start = time.monotonic_ns()
+        n = len(payloads)
+        self.received += n
         if redelivered:
-            self.redelivered += len(payloads)
+            self.redelivered += n
+            if not self.first_redelivery_ns:
+                self.first_redelivery_ns = start
+        self.in_hand += n
+        self.held_max = max(self.held_max, self.in_hand)
+        try:
+            work_ns = int(self._work.sample_ns(n, self._rng, self._slowdown).sum())
+            if work_ns:
+                await asyncio.sleep(work_ns / 1e9)
+            done = time.monotonic_ns()
+            self.busy_ns += max(0, min(done, self.measure_end_ns)
+                                - max(start, self.measure_start_ns))
+            self._account(payloads, done)
+        finally:
+            self.in_hand -= n
+
+    def _account(self, payloads: Sequence[bytes], now: int) -> None:
         unpack = HEADER.unpack_from
         by_stream: dict[int, list[int]] = {}
         lat = self._buffers.latency.append
@@ -108,6 +141,7 @@ class GroupSink(Sink):
             delivered_in_window=self.delivered_in_window,
             misrouted=self.misrouted,
             redelivered=self.redelivered,
+            orphaned=self.in_hand,
             disconnected_subscribers=int(self.disconnect_reason is not None),
         )
 
@@ -116,7 +150,9 @@ class GroupSink(Sink):
         included (``measured``: the group's duplicates are these minus its union) and
         :meth:`counters`."""
         return {"sub": self.sub_id, "topic": self.topic, "group": self.group,
-                "measured": self.received_set.received, **self.counters().to_json()}
+                "measured": self.received_set.received, "busy_ns": self.busy_ns,
+                "held_max": self.held_max, "first_redelivery_ns": self.first_redelivery_ns,
+                **self.counters().to_json()}
 
 
 class Answerer(Service):

@@ -29,6 +29,7 @@ from msgbench.run.control import (
     Channel,
     Done,
     Failed,
+    Kill,
     Message,
     PipeChannel,
     Probe,
@@ -44,6 +45,7 @@ from msgbench.run.shared import Answerer, GroupSink
 from msgbench.run.sink import Buffers, SubscriberSink
 from msgbench.workload.config import RunConfig
 from msgbench.workload.topology import Pattern, requester_scope, subscriber_scope
+from msgbench.workload.work import parse_slow_worker, parse_work
 
 REPORT_INTERVAL_S = 1.0
 FLUSH_INTERVAL_S = 0.1
@@ -157,6 +159,9 @@ class Worker:
             elif isinstance(msg, Stop):
                 await self._stop()
                 return
+            elif isinstance(msg, Kill):
+                self._final_totals()
+                os.kill(os.getpid(), signal.SIGKILL)
 
     async def _build_pubsub(self, client: Client) -> None:
         topics = self.config.topic_names()
@@ -168,7 +173,10 @@ class Worker:
                 sink = SubscriberSink(sid, where.topic, self.buffers, self.config.sub_delay_s,
                                       record_raw=record_raw, inject_cost_ns=_injected_cost_ns())
             else:
-                sink = GroupSink(sid, where.topic, where.group, self.buffers, record_raw)
+                slow = parse_slow_worker(self.config.slow_worker)
+                sink = GroupSink(sid, where.topic, where.group, self.buffers, record_raw,
+                                 parse_work(self.config.work),
+                                 slow[1] if slow is not None and slow[0] == sid else 1.0)
             self.sinks.append(sink)
             self.subscriptions.append(
                 await client.subscribe(sid, [topics[where.topic]], sink, group=where.group))
@@ -239,6 +247,8 @@ class Worker:
         self.measure_end_ns = msg.measure_end_ns
         for s in self.sinks:
             s.measure_end_ns = msg.measure_end_ns
+            if isinstance(s, GroupSink):
+                s.measure_start_ns = msg.measure_start_ns
         if self.runners:
             self._spawn(self._publish(msg))
         self._spawn(self._report_loop())
@@ -337,14 +347,18 @@ class Worker:
         for t in self.tasks:
             t.cancel()
         self.tasks.clear()
+        self._final_totals()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._close_all(), CLOSE_TIMEOUT_S)
+
+    def _final_totals(self) -> None:
+        """The last Report and the Done: per-subscriber totals and group members' sets."""
         self._report(time.monotonic_ns())
         received = {str(s.sub_id): s.received_set.encode() for s in self.sinks
                     if isinstance(s, GroupSink)}
         self.chan.send(Done(self.spec.worker,
                             [*(s.totals() for s in self.sinks),
                              *(a.totals() for a in self.answerers)], received))
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._close_all(), CLOSE_TIMEOUT_S)
 
     async def _close_all(self) -> None:
         for sub in self.subscriptions:

@@ -95,6 +95,12 @@ class RunConfig:
     probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     target_options: Mapping[str, Any] = field(default_factory=dict)
+    work: str = ""
+    """Service time of a task (``tasks``): ``fixed:1ms``, ``exp:1ms``, ``lognormal:1ms,0.5``."""
+    slow_worker: str = ""
+    """``SUB:xFACTOR``: that subscriber's tasks take FACTOR times as long."""
+    kill_worker_s: float | None = None
+    """SIGKILL the first subscriber worker process this far into the measured window."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` when the run cannot make sense."""
@@ -132,6 +138,22 @@ class RunConfig:
             raise ConfigError("--sub-delay cannot be negative")
         if self.churn_period_s and not 0 < self.churn_away_s < self.churn_period_s:
             raise ConfigError("--churn AWAY/PERIOD needs 0 < AWAY < PERIOD, e.g. 500ms/2s")
+        self._validate_tasks()
+
+    def _validate_tasks(self) -> None:
+        from msgbench.workload.work import parse_slow_worker, parse_work  # imports this module
+
+        tasks_only = [flag for flag, v in (("--work", self.work), ("--slow-worker",
+                      self.slow_worker), ("--kill-worker", self.kill_worker_s)) if v]
+        if tasks_only and self.pattern != Pattern.TASKS:
+            raise ConfigError(f"{tasks_only[0]} applies to --pattern tasks only")
+        parse_work(self.work)
+        slow = parse_slow_worker(self.slow_worker)
+        if slow is not None and slow[0] >= self.subs:
+            raise ConfigError(f"--slow-worker {slow[0]}: there are only {self.subs} subscribers")
+        if self.kill_worker_s is not None and not 0 < self.kill_worker_s < self.duration_s:
+            raise ConfigError("--kill-worker must fall inside the measured window "
+                              f"(0 < AT < {self.duration_s:g} s)")
 
     def topic_names(self) -> tuple[str, ...]:
         """The topic (channel) names, ``t0`` .. ``t<n-1>``."""
