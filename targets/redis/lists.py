@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from msgbench.api.target import (
     JSON,
@@ -118,9 +119,11 @@ class _Worker(Subscription):
         wait = BLOCK_S + REPLY_TIMEOUT_S
         take = self.take + self.more
         calls = 1 + self.more_replies
+        owed: list[asyncio.Future[Any]] = []
         try:
             while True:
-                first, *rest = conn.send_calls(take, calls)
+                owed = conn.send_calls(take, calls)
+                first, *rest = owed
                 head = await asyncio.wait_for(first, wait)
                 items = [] if head is None else [head if self.reliable else head[1]]
                 for fut in rest:
@@ -134,6 +137,11 @@ class _Worker(Subscription):
         except (RespError, TimeoutError) as exc:
             if not self.closed:
                 self.sink.disconnected(f"redis-list worker stopped: {exc or 'timeout'}")
+        finally:
+            # replies still owed when the worker stops fail with the connection: nobody
+            # waits for them any more, so take their errors here rather than leave them unread
+            for fut in owed:
+                fut.add_done_callback(_retrieve)
 
     async def _hand_over(self, items: list[bytes]) -> None:
         for payloads, redelivered in split_marked(items):
@@ -149,6 +157,11 @@ class _Worker(Subscription):
         self.task.cancel()
         self.conn.close()
         await asyncio.wait([self.task])
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 class _Leases:
