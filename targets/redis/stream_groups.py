@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from msgbench.api.target import JSON, Sink, Subscription, TargetError, TargetOption
+from msgbench.kit.redis_cluster import SlotMap, connect
 from msgbench.kit.resp import (
     REPLY_TIMEOUT_S,
     RespConnection,
@@ -173,3 +174,32 @@ class GroupMember(Subscription):
         self.conn.close()
         await asyncio.wait([self.task])
 
+
+
+async def groups_left(slots: SlotMap, keys: Sequence[str]) -> dict[str, JSON] | str:
+    """Per group, entries still pending (delivered, never acknowledged) and not yet read
+    (``lag``, Redis 7) over ``keys``, from ``XINFO GROUPS``; {} when no stream has a group.
+    A failure is returned as one line (this is a best-effort record for the result)."""
+    out: dict[str, JSON] = {}
+    try:
+        for key in keys:
+            conn = await connect(slots.nodes[slots.node_for(key)], RespConnection)
+            try:
+                reply = await conn.call("XINFO", "GROUPS", key)
+            except RespError as exc:
+                if "no such key" in str(exc).lower():
+                    continue
+                raise
+            finally:
+                conn.close()
+            for raw in reply:
+                f = dict(zip(raw[::2], raw[1::2], strict=False))
+                name = f[b"name"].decode()
+                seen = out.setdefault(name, {"pending": 0, "lag": 0})
+                assert isinstance(seen, dict)
+                seen["pending"] += int(f.get(b"pending") or 0)
+                lag = f.get(b"lag")
+                seen["lag"] = None if lag is None or seen["lag"] is None else seen["lag"] + lag
+    except RespError as exc:
+        return f"unknown: {exc}"
+    return out

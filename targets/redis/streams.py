@@ -56,6 +56,7 @@ from msgbench.targets.redis.stream_groups import (
     GroupSettings,
     create_groups,
     group_settings,
+    groups_left,
 )
 
 DEFAULT_MAXLEN = 1_000_000
@@ -362,6 +363,9 @@ class RedisStreamsTarget(Target):
                     "ack_each": groups.ack_each, "claim_idle_ms": groups.claim_idle_ms}
             yield Endpoint(data=data,
                            processes=dep.processes, info=info)
+            left = asyncio.run(groups_left(dep.slots, [stream_key(t) for t in spec.topics]))
+            if left:  # a tasks run: what its groups still owed when it ended
+                info["groups_left"] = left
             url = spec.options.get("redis_url")
             if url:  # the user's server: take our streams away again
                 info["cleanup"] = _delete_streams(str(url), spec.topics)
