@@ -328,6 +328,15 @@ class RespConnection(asyncio.Protocol):
         self.calls_pending += 1
         return fut
 
+    def send_calls(self, data: bytes, calls: int) -> list[asyncio.Future[Any]]:
+        """Send ``calls`` encoded commands in one write; one future per reply, in order."""
+        self.write(data)
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[Any]] = [loop.create_future() for _ in range(calls)]
+        self.pending.extend(futs)
+        self.calls_pending += calls
+        return futs
+
     async def wait_capacity(self, limit: int) -> None:
         """Wait while more than ``limit`` counted replies are owed or the socket is full.
 

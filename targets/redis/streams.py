@@ -11,6 +11,10 @@ and loses nothing, as long as the stream still holds what it missed.
 Retention is the one way to lose entries: when a stream was trimmed past a
 subscriber's cursor, the driver's sequence accounting counts the missing ones
 as lost and the subscriber says why through ``Sink.note``.
+
+With a group (the ``tasks`` pattern) the members share a stream through a
+consumer group instead: ``XREADGROUP`` / ``XACK`` / ``XAUTOCLAIM``, see
+:mod:`msgbench.targets.redis.stream_groups`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from msgbench.api.target import (
     JSON,
     Availability,
+    Capability,
     Client,
     Endpoint,
     Publisher,
@@ -45,6 +50,14 @@ from msgbench.kit.resp import (
     command_head,
 )
 from msgbench.targets.redis.pubsub import PipelinedPublisher, RedisTarget
+from msgbench.targets.redis.stream_groups import (
+    GROUP_OPTIONS,
+    GroupMember,
+    GroupSettings,
+    create_groups,
+    group_settings,
+    groups_left,
+)
 
 DEFAULT_MAXLEN = 1_000_000
 MAX_MAXLEN = 2**63 - 1
@@ -179,7 +192,7 @@ class _Group(Subscription):
     """The per-node subscriptions of one subscriber."""
 
     def __init__(self) -> None:
-        self.parts: list[_StreamSubscription] = []
+        self.parts: list[Subscription] = []
 
     async def close(self) -> None:
         """Close every part."""
@@ -214,9 +227,10 @@ class _KeyedPublisher(Publisher):
 class StreamsClient(Client):
     """Pipelined ``XADD`` publishers and ``XREAD`` subscribers with durable cursors."""
 
-    def __init__(self, slots: SlotMap, maxlen: int) -> None:
+    def __init__(self, slots: SlotMap, maxlen: int, groups: GroupSettings) -> None:
         self.slots = slots
         self.maxlen = maxlen
+        self.groups = groups
         self.cursors: dict[int, Cursor] = {}
         """Per subscriber id: the last entry id processed, per stream."""
 
@@ -228,8 +242,14 @@ class StreamsClient(Client):
 
     async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink,
                         group: str | None = None) -> Subscription:
-        """Start reading; a first subscription starts at the streams' current end."""
+        """Start reading; a first subscription starts at the streams' current end.
+
+        With ``group``, join that consumer group as consumer ``c<sub_id>`` instead
+        (see :mod:`~msgbench.targets.redis.stream_groups`).
+        """
         topics = [stream_key(t) for t in topics]
+        if group is not None:
+            return await self._join(sub_id, topics, sink, group)
         cursor = self.cursors.get(sub_id)
         parts = _Group()
         by_node: dict[int, list[str]] = {}
@@ -246,6 +266,27 @@ class StreamsClient(Client):
                     raise
                 parts.parts.append(_StreamSubscription(
                     conn, sink, keys, self.cursors[sub_id], self.maxlen))
+        except BaseException:
+            await parts.close()
+            raise
+        return parts
+
+    async def _join(self, sub_id: int, keys: list[str], sink: Sink, group: str
+                    ) -> Subscription:
+        parts = _Group()
+        by_node: dict[int, list[str]] = {}
+        for k in keys:
+            by_node.setdefault(self.slots.node_for(k), []).append(k)
+        try:
+            for node, node_keys in by_node.items():
+                conn = await connect(self.slots.nodes[node], RespConnection)
+                try:
+                    await create_groups(conn, node_keys, group)
+                except BaseException:
+                    conn.close()
+                    raise
+                parts.parts.append(GroupMember(conn, sink, node_keys, group, f"c{sub_id}",
+                                               self.groups))
         except BaseException:
             await parts.close()
             raise
@@ -286,12 +327,15 @@ class RedisStreamsTarget(Target):
 
     name = "redis-streams"
     description = ("durable subscribers: XADD to a stream per topic, each subscriber "
-                   "XREADs from its own cursor and resumes after a disconnect")
+                   "XREADs from its own cursor and resumes after a disconnect; or a consumer "
+                   "group shares it (XREADGROUP / XACK / XAUTOCLAIM)")
+    capabilities = frozenset({Capability.FANOUT, Capability.SHARED})
     options = (
         REDIS_URL_OPTION,
         TargetOption("--stream-maxlen", "Entries each stream keeps (XADD MAXLEN ~ N, "
                      "approximate): a subscriber further behind loses entries.",
                      default=DEFAULT_MAXLEN, kind="int"),
+        *GROUP_OPTIONS,
     )
 
     def check(self) -> Availability:
@@ -304,11 +348,13 @@ class RedisStreamsTarget(Target):
         if url:
             address(url)
         _maxlen(options)
+        group_settings(options)
 
     @contextlib.contextmanager
     def serve(self, spec: ServeSpec) -> Iterator[Endpoint]:
         """A private redis-server, or the user's (a cluster's nodes are routed to by key)."""
         maxlen = _maxlen(spec.options)
+        groups = group_settings(spec.options)
         with deploy(spec.options.get("redis_url")) as dep:
             info: dict[str, JSON] = {
                 **dep.info,
@@ -316,16 +362,27 @@ class RedisStreamsTarget(Target):
                 "trim": "approximate (XADD MAXLEN ~): streams may hold a little more",
                 "read_count": READ_COUNT,
                 "block_ms": BLOCK_MS,
+                "group_count": groups.count,
+                "group_ack": "each" if groups.ack_each else "batch",
+                "claim_idle_ms": groups.claim_idle_ms,
             }
-            yield Endpoint(data={"slots": dep.slots.to_json(), "maxlen": maxlen},
+            data = {"slots": dep.slots.to_json(), "maxlen": maxlen, "count": groups.count,
+                    "ack_each": groups.ack_each, "claim_idle_ms": groups.claim_idle_ms}
+            yield Endpoint(data=data,
                            processes=dep.processes, info=info)
+            left = asyncio.run(groups_left(dep.slots, [stream_key(t) for t in spec.topics]))
+            if left:  # a tasks run: what its groups still owed when it ended
+                info["groups_left"] = left
             url = spec.options.get("redis_url")
             if url:  # the user's server: take our streams away again
                 info["cleanup"] = _delete_streams(str(url), spec.topics)
 
     def client(self, endpoint: Mapping[str, JSON], options: Mapping[str, JSON]) -> Client:
         """A :class:`StreamsClient` for this worker."""
-        return StreamsClient(SlotMap.from_json(endpoint["slots"]), int(endpoint["maxlen"]))
+        groups = GroupSettings(int(endpoint["count"]), bool(endpoint["ack_each"]),
+                               int(endpoint["claim_idle_ms"]))
+        return StreamsClient(SlotMap.from_json(endpoint["slots"]), int(endpoint["maxlen"]),
+                             groups)
 
 
 def _delete_streams(url: str, topics: Sequence[str]) -> str:
