@@ -59,9 +59,9 @@ def test_a_slow_worker_does_fewer_tasks_of_a_shared_queue(run_cli: Any) -> None:
     g = doc["groups"]["g0"]
     slow, *rest = g["shares"]
     assert sum(g["shares"]) == doc["summary"]["delivered"]
-    assert slow * 2 < min(rest), g  # not 10x: a member takes a batch it then holds
+    assert slow * 2 < sum(rest) / len(rest), g  # not 10x: a member holds what it took
     assert g["jain"] < 0.95 and g["max_min"] > 2
-    assert all(0 < u <= 1.0 for u in g["utilisation"]), g
+    assert all(0 <= u <= 1.0 for u in g["utilisation"]), g
 
 
 def test_kill_worker_needs_someone_left(run_cli: Any) -> None:

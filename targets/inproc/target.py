@@ -39,8 +39,9 @@ from msgbench.api import (
 )
 
 MAX_QUEUE = 100_000
-TAKE_MAX = 256
-"""Most messages a shared-group member takes at once (its prefetch)."""
+TAKE_MAX = 16
+"""Most messages a shared-group member takes at once (its prefetch): small, so a member busy
+with its work leaves the rest to the others, as competing consumers of one queue do."""
 
 
 class _Queue:
