@@ -70,17 +70,23 @@ class _Queue:
 class _Consumer(Subscription):
     """A task that takes from a queue and hands over; closing removes it from the hub."""
 
-    def __init__(self, queue: _Queue, step: Callable[[list[Any]], Coroutine[Any, Any, None]],
-                 detach: Callable[[], None], most: int | None) -> None:
+    def __init__(self, queue: _Queue, detach: Callable[[], None], most: int | None,
+                 step: Callable[[list[Any]], Coroutine[Any, Any, None]] | None = None,
+                 deliver: Callable[[list[Any]], None] | None = None) -> None:
         self.queue = queue
-        self.step = step
         self.detach = detach
         self.most = most
-        self.task = asyncio.ensure_future(self._run())
+        self.task = asyncio.ensure_future(self._run(step, deliver))
 
-    async def _run(self) -> None:
+    async def _run(self, step: Callable[[list[Any]], Coroutine[Any, Any, None]] | None,
+                   deliver: Callable[[list[Any]], None] | None) -> None:
+        take, most = self.queue.take, self.most
+        if deliver is not None:  # fan-out's hot loop: no coroutine per batch
+            while True:
+                deliver(await take(most))
+        assert step is not None
         while True:
-            await self.step(await self.queue.take(self.most))
+            await step(await take(most))
 
     async def close(self) -> None:
         self.detach()
@@ -148,7 +154,7 @@ class _Client(Client):
         async def step(batch: list[bytes]) -> None:
             await sink.handle(batch)
 
-        return _Consumer(queue, step, lambda: None, TAKE_MAX)
+        return _Consumer(queue, lambda: None, TAKE_MAX, step=step)
 
     def _fanout(self, topics: Sequence[str], sink: Sink) -> Subscription:
         queue = _Queue()
@@ -159,10 +165,7 @@ class _Client(Client):
             for t in topics:
                 self.hub.fanout[t].remove(queue)
 
-        async def step(batch: list[bytes]) -> None:
-            sink.deliver(batch)
-
-        return _Consumer(queue, step, detach, None)
+        return _Consumer(queue, detach, None, deliver=sink.deliver)
 
     async def requester(self, req_id: int, sink: Sink) -> Requester:
         return _Requester(self.hub, sink)
@@ -180,7 +183,7 @@ class _Client(Client):
             for sink, group in by_sink.values():
                 sink.deliver(group)
 
-        return _Consumer(queue, step, lambda: None, TAKE_MAX)
+        return _Consumer(queue, lambda: None, TAKE_MAX, step=step)
 
 
 class InprocTarget(Target):
