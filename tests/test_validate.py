@@ -24,7 +24,9 @@ from msgbench.results.model import ResultError, RunResult, load
 from msgbench.results.validate import validate_document, validate_fields
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLISHED = sorted((ROOT / "results" / "published").glob("*.json"))
+PUBLISHED = sorted(p for p in (ROOT / "results" / "published").rglob("*.json")
+                   if json.loads(p.read_text()).get("schema") == "msgbench.run")
+"""The published run results (capacity documents beside them have a schema of their own)."""
 BOMB_BYTES = 256 * 1024 * 1024
 DECODE_MEMORY_BOUND = 8 * 1024 * 1024
 

@@ -18,6 +18,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from msgbench.api.target import TargetError
+
 LOOPBACK = "127.0.0.1"
 READY_POLL_S = 0.02
 STOP_TIMEOUT_S = 3.0
@@ -98,6 +100,23 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             proc.wait()
+
+
+def wait_ready_line(proc: subprocess.Popen[bytes], log: Path, marker: str, what: str,
+                    timeout_s: float, poll_s: float) -> None:
+    """Wait until ``marker`` appears in ``proc``'s ``log``; raises :class:`TargetError` (one
+    line, with the log's last line) when it exits first or is not ready within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if marker in text:
+            return
+        if proc.poll() is not None:
+            tail = (text.strip().splitlines() or ["no output"])[-1]
+            raise TargetError(f"{what} exited at start (code {proc.returncode}): {tail}")
+        if time.monotonic() >= deadline:
+            raise TargetError(f"{what} not ready within {timeout_s:g} s")
+        time.sleep(poll_s)
 
 
 def which(program: str) -> str | None:

@@ -7,13 +7,11 @@ copies from each the figures a curve needs, so it renders and plots on its own.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from msgbench.results.files import read_json, write_json
 from msgbench.results.schema import Change, ResultError
 
 CAPACITY_SCHEMA = "msgbench.capacity"
@@ -164,27 +162,11 @@ def is_capacity(data: Any) -> bool:
 
 def write_capacity(result: CapacityResult, path: Path) -> Path:
     """Write ``result`` to ``path`` atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(result.to_json(), f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
+    return write_json(result.to_json(), path)
 
 def load_capacity(path: Path) -> CapacityResult:
     """Read a capacity file; raises :class:`ResultError` with one line on any problem."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ResultError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise ResultError(f"{path} is not valid JSON: {exc}") from exc
+    data = read_json(path)
     try:
         return CapacityResult.from_json(data)
     except ResultError as exc:

@@ -9,14 +9,12 @@ version does not know are tolerated (a newer msgbench may add some).
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from msgbench.accounting.counters import Counters
+from msgbench.results.files import read_json, write_json
 from msgbench.results.schema import SCHEMA, SCHEMA_VERSION, upgrade
 from msgbench.results.schema import ResultError as ResultError
 
@@ -142,32 +140,11 @@ REQUIRED_CONFIG = ("target", "pubs", "subs", "size", "rate", "duration_s", "warm
 
 def write(result: RunResult, path: Path) -> Path:
     """Write ``result`` to ``path`` atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(result.to_json(), f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with open(os.devnull, "w"):
-            Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
+    return write_json(result.to_json(), path)
 
 def load(path: Path) -> RunResult:
     """Read a result file; raises :class:`ResultError` with one line on any problem."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ResultError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise ResultError(f"{path} is not valid JSON: {exc}") from exc
-    except RecursionError:
-        raise ResultError(f"{path} is nested too deeply to be a result") from None
+    data = read_json(path)
     try:
         return RunResult.from_json(data)
     except ResultError as exc:

@@ -34,15 +34,13 @@ import argparse
 import contextlib
 import errno
 import sys
-import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import zmq
 
-from msgbench.api.target import TargetError
-from msgbench.kit.procs import spawn_server, stop_process
+from msgbench.kit.procs import spawn_server, stop_process, wait_ready_line
 from msgbench.targets.zmq.settings import DEFAULT_HWM
 
 READY = "zmq-broker ready"
@@ -194,18 +192,7 @@ def broker(frontend: str, backend: str, hwm: int, workdir: Path, sockbuf: int = 
             "--hwm", str(hwm), "--sockbuf", str(sockbuf)]
     proc = spawn_server(argv, log_path=log)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            text = log.read_text(errors="replace") if log.exists() else ""
-            if READY in text:
-                break
-            if proc.poll() is not None:
-                tail = (text.strip().splitlines() or ["no output"])[-1]
-                raise TargetError(f"zmq broker exited at start (code {proc.returncode}): "
-                                  f"{tail}")
-            if time.monotonic() >= deadline:
-                raise TargetError(f"zmq broker not ready within {START_TIMEOUT_S:g} s")
-            time.sleep(READY_POLL_S)
+        wait_ready_line(proc, log, READY, "zmq broker", START_TIMEOUT_S, READY_POLL_S)
         yield proc.pid
     finally:
         stop_process(proc)

@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import zmq
 
-from msgbench.api.target import TargetError
-from msgbench.kit.procs import spawn_server, stop_process
+from msgbench.kit.procs import spawn_server, stop_process, wait_ready_line
 from msgbench.targets.zmq.settings import DEFAULT_HWM
 
 READY = "zmq-proxy ready"
@@ -99,18 +97,7 @@ def forwarder(xsub: str, xpub: str, hwm: int, workdir: Path, nodrop: bool = Fals
         argv.append("--nodrop")
     proc = spawn_server(argv, log_path=log)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            text = log.read_text(errors="replace") if log.exists() else ""
-            if READY in text:
-                break
-            if proc.poll() is not None:
-                tail = (text.strip().splitlines() or ["no output"])[-1]
-                raise TargetError(f"zmq forwarder exited at start (code {proc.returncode}): "
-                                  f"{tail}")
-            if time.monotonic() >= deadline:
-                raise TargetError(f"zmq forwarder not ready within {START_TIMEOUT_S:g} s")
-            time.sleep(READY_POLL_S)
+        wait_ready_line(proc, log, READY, "zmq forwarder", START_TIMEOUT_S, READY_POLL_S)
         yield proc.pid
     finally:
         stop_process(proc)
