@@ -7,7 +7,6 @@ the p99 panel, and small multiples past eight series a panel.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from msgbench.analysis.figures import png
 from msgbench.analysis.palette import chunks, colour, design_name
 from msgbench.analysis.units import format_count, format_ns
 from msgbench.results.capacity import CapacityResult
@@ -96,13 +96,7 @@ def curve_figure(curves: Curves) -> Figure:
 
 def curve_png(curves: Curves) -> bytes:
     """The curve figure as PNG data."""
-    fig = curve_figure(curves)
-    try:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+    return png(curve_figure(curves))
 
 
 def write_curve_png(curves: Curves, path: Path) -> Path:

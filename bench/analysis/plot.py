@@ -15,7 +15,6 @@ design in a panel differ by line style. More than
 
 from __future__ import annotations
 
-import io
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
 from msgbench.accounting.histogram import Histogram
+from msgbench.analysis.figures import png
 from msgbench.analysis.labels import format_rate, variant
 from msgbench.analysis.palette import chunks, colour, design_of
 from msgbench.analysis.units import format_count, format_ns
@@ -246,13 +246,7 @@ def figure(runs: Runs) -> Figure:
 
 def png_bytes(runs: Runs) -> bytes:
     """The figure as PNG data."""
-    fig = figure(runs)
-    try:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+    return png(figure(runs))
 
 
 def write_png(runs: Runs, path: Path) -> Path:
