@@ -166,6 +166,19 @@ class Sink(abc.ABC):
         text (for example: messages were trimmed before it could read them)."""
 
 
+@dataclass(frozen=True)
+class QueueDepth:
+    """How many of a shared group's tasks sit in the design at one instant.
+
+    ``waiting``: in the queue, handed to no member yet (list length, stream lag, a queue's
+    ready count); ``unacked``: handed to a member and not yet acknowledged (a processing
+    list, XPENDING, a queue's unacked count). ``None`` where the design cannot tell.
+    """
+
+    waiting: int | None = None
+    unacked: int | None = None
+
+
 class Publisher(abc.ABC):
     """Sends opaque payloads on a topic."""
 
@@ -244,6 +257,13 @@ class Client(abc.ABC):
         """Answer the requests of ``topics`` with ``service``, sharing them with the other
         responders of those topics (``rpc`` capability)."""
         raise TargetError("this target does not do request/reply")
+
+    async def queue_depth(self, topic: str, group: str) -> QueueDepth | None:
+        """The depth of ``group``'s queue for ``topic`` now, asked about once a second by
+        the worker holding the group's first member (``shared`` capability). ``None``
+        (the default) when the design keeps no queue it can measure (ZeroMQ's pipes).
+        Must answer within a second and must not disturb the members' own traffic."""
+        return None
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release anything shared by this worker's clients."""
