@@ -42,6 +42,10 @@ class Report(Protocol):
     def extra(self) -> Mapping[str, str]: ...
     @property
     def events(self) -> Sequence[str]: ...
+    @property
+    def members(self) -> Sequence[Sequence[int]]: ...
+    @property
+    def depth(self) -> Mapping[str, Sequence[int | None]]: ...
 
 
 class _Worker(Protocol):
@@ -114,6 +118,10 @@ class Aggregator:
         self.received: dict[str, list[dict[str, Any]]] = defaultdict(list)
         """Per shared group, its members' encoded received sets (from Done)."""
         self.events: list[str] = []
+        self.member_seconds: dict[int, dict[int, tuple[int, int]]] = defaultdict(dict)
+        """Per measured second, per group member: (idle ns, fewest tasks held waiting)."""
+        self.depth_seconds: dict[int, dict[str, Sequence[int | None]]] = defaultdict(dict)
+        """Per measured second, per group: its queue's [waiting, unacked] at the second's end."""
 
     def add_report(self, r: Report) -> None:
         """Fold one worker report in."""
@@ -127,6 +135,11 @@ class Aggregator:
         self.publish_delay.add(Histogram.decode(r.publish_delay))
         for name, text in r.extra.items():
             self.extra.setdefault(name, Histogram()).add(Histogram.decode(text))
+        if r.second >= 0:
+            for sub, idle_ns, fewest in r.members:
+                was = self.member_seconds[r.second].get(sub, (0, fewest))
+                self.member_seconds[r.second][sub] = (was[0] + idle_ns, min(was[1], fewest))
+            self.depth_seconds[r.second].update(r.depth)
         if r.second >= 0 and (c.delivered or c.published or c.gaps or c.expected):
             s = self.seconds[r.second]
             s.counters = s.counters + c
@@ -179,12 +192,43 @@ class Aggregator:
             return None
         s = self.seconds[k]
         c, lat = s.counters, s.latency()
+        waiting, unacked = self.queue_depth(k)
         return SecondStats(
             k, c.published, c.delivered, c.gaps, c.duplicated, c.reordered,
             lat.value_at(50.0), lat.value_at(99.0),
             int(lat.hdr.get_max_value()) if lat.count else 0,
             expected=c.expected, backlog=backlog, histogram=lat.encode() if encode else "",
+            queue_waiting=waiting, queue_unacked=unacked,
         )
+
+    def queue_depth(self, k: int) -> tuple[int | None, int | None]:
+        """The shared groups' queues at the end of second ``k``: tasks waiting, and handed
+        out unacknowledged, summed over the groups; None where no design could tell."""
+        samples = self.depth_seconds.get(k, {}).values()
+        out: list[int | None] = []
+        for i in (0, 1):
+            known = [d[i] for d in samples if d[i] is not None]
+            out.append(sum(v for v in known if v is not None) if known else None)
+        return out[0], out[1]
+
+    def idle_with_backlog(self, members: Sequence[int], group: str) -> list[float]:
+        """Seconds each member sat with nothing in hand while tasks of its group waited
+        elsewhere: per report second, its idle time counts when, all that second, another
+        member held tasks queued behind the one it worked on, or the group's queue was not
+        empty at the second's start and end. A lower bound: shorter waits go unseen."""
+        idle = [0] * len(members)
+        for k, subs in self.member_seconds.items():
+            before = self.depth_seconds.get(k - 1, {}).get(group)
+            after = self.depth_seconds.get(k, {}).get(group)
+            queued = (min(before[0], after[0]) if before and after and before[0] is not None
+                      and after[0] is not None else 0)
+            held = {m: subs.get(m, (0, 0)) for m in members}
+            total = sum(f for _, f in held.values())
+            for i, m in enumerate(members):
+                idle_ns, fewest = held[m]
+                if queued > 0 or total - fewest > 0:
+                    idle[i] += idle_ns
+        return [x / 1e9 for x in idle]
 
     def series(self) -> list[SecondStats]:
         """Per-second stats in order, with backlog and encoded histograms; an empty second
@@ -231,7 +275,8 @@ class Aggregator:
         (sum x)^2 / (n sum x^2), 1 when all did the same; ``max_min``: the largest share over
         the smallest; ``utilisation``: busy time over the measured time; ``held_max``: most
         tasks a member held at once; ``recovery_s``: from the ``--kill-worker`` kill to the
-        first task delivered again, when there was one.
+        first task delivered again, when there was one; ``idle_with_backlog_s``: see
+        :meth:`idle_with_backlog` (and its ``_total_s``).
         """
         out: dict[str, dict[str, Any]] = {}
         members: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -244,8 +289,10 @@ class Aggregator:
             total, squares = sum(done), sum(x * x for x in done)
             redo = [int(s.get("first_redelivery_ns", 0)) for s in ms]
             first = min((r for r in redo if r >= killed_at_ns > 0), default=0)
+            ids = [int(s["sub"]) for s in ms]
+            idle = self.idle_with_backlog(ids, g)
             out[g] = {
-                "members": [int(s["sub"]) for s in ms],
+                "members": ids,
                 "shares": done,
                 "jain": total * total / (len(done) * squares) if squares else 1.0,
                 "max_min": max(done) / min(done) if min(done) else None,
@@ -253,6 +300,8 @@ class Aggregator:
                                 else 0.0 for s in ms],
                 "held_max": [int(s.get("held_max", 0)) for s in ms],
                 "recovery_s": (first - killed_at_ns) / 1e9 if first else None,
+                "idle_with_backlog_s": idle,
+                "idle_with_backlog_total_s": sum(idle),
             }
         return out
 

@@ -69,6 +69,10 @@ class SecondStats:
     """Owed but not yet delivered at the end of this second (all seconds so far)."""
     histogram: str = ""
     """This second's latency HdrHistogram, encoded (for interval logs)."""
+    queue_waiting: int | None = None
+    """Tasks in the shared groups' queues at the end of this second (None: unknown)."""
+    queue_unacked: int | None = None
+    """Tasks handed out and not yet acknowledged at the end of this second (None: unknown)."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SCHEMA = "msgbench.run"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class ResultError(Exception):
@@ -43,6 +43,10 @@ HISTORY = (
            "service, reply leg), limits (the run's first limit) and cpu_pressure; per process "
            "cpu_wait_s, core_share, nivcsw, busiest_thread_share; summary.duration_s is the "
            "time actually measured; unknown keys are tolerated everywhere."),
+    Change(3, "2026-12-02", "Tasks: histograms and legs task_queue_wait (+ _uncorrected) "
+           "and task_service; series queue_waiting / queue_unacked (null: the design cannot "
+           "tell); groups idle_with_backlog_s (per member) and idle_with_backlog_total_s. "
+           "Version 2 files read as they are (the new fields absent)."),
 )
 
 
@@ -55,7 +59,12 @@ def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+def _v2_to_v3(doc: dict[str, Any]) -> dict[str, Any]:
+    doc["schema_version"] = 3  # only fields were added, each optional
+    return doc
+
+
+_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 """``_STEPS[v]`` turns a version ``v`` document into version ``v + 1``."""
 
 

@@ -74,6 +74,11 @@ class Report:
     extra: dict[str, str] = field(default_factory=dict)
     """Further named histograms (``Buffers.extra``), encoded."""
     events: list[str] = field(default_factory=list)
+    members: list[list[int]] = field(default_factory=list)
+    """Per shared-group member of this worker: ``[sub id, idle ns in the window, fewest
+    tasks it held waiting]`` over the interval (see ``GroupSink.interval``)."""
+    depth: dict[str, list[int | None]] = field(default_factory=dict)
+    """Per group this worker samples: its queue's ``[waiting, unacked]`` (None: unknown)."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,7 @@ _TYPES: dict[str, type[Any]] = {
 }
 
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """Version of the control messages; 1 was the unversioned protocol before delivery
 semantics (counters as one object, probe scopes, group sets)."""
 

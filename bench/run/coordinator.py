@@ -45,6 +45,7 @@ from msgbench.run.control import (
 from msgbench.run.plan import WorkerPlan, plan_workers
 from msgbench.run.pool import POLL_S, RunAborted, WorkerHandle, WorkerPool
 from msgbench.run.replies import LEGS
+from msgbench.run.shared import TASK_HISTOGRAMS
 from msgbench.run.watch import ServerWatch
 from msgbench.workload.config import RunConfig
 from msgbench.workload.topology import NEEDS, Accounting, Pattern
@@ -420,8 +421,8 @@ class Coordinator:
             },
             subscribers=[self.agg.subscribers[k] for k in sorted(self.agg.subscribers)],
             groups=self.agg.groups(measured_ns / NS, self.killed_at_ns),
-            legs={name: self.agg.extra[name].summary().to_json() for name in LEGS
-                  if name in self.agg.extra},
+            legs={name: self.agg.extra[name].summary().to_json()
+                  for name in (*LEGS, *TASK_HISTOGRAMS) if name in self.agg.extra},
             target={"name": self.config.target, **dict(self.endpoint.info)},
             latency_mode="open-loop" if self.config.rate is not None else "closed-loop",
             measure_started_at=self.measure_started_at,

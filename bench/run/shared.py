@@ -1,33 +1,54 @@
-"""The driver's side of a shared group's member and of a responder.
+"""The driver's side of one member of a shared group (competing consumers).
 
-:class:`GroupSink` is one competing consumer: it does each task's work (its
-``--work`` service time, one task after another), then records the task as done
-(a skipped number is another member's, see :mod:`msgbench.accounting.ranges`),
-its completion latency from the intended submit time, how busy it was, how many
-it held at once, and how often the design said it delivered again. A task is
-booked done only when its work is: a member killed mid-task leaves it undone,
-for the design to deliver again or to lose. :class:`Answerer` is what a
-responder answers with: the request's header flagged as a reply, stamped with
-the responder's id and its receive and reply times.
+:class:`GroupSink` is one competing consumer. It does each task's ``--work`` (its service
+time, one task after another, waited out on the loop's pacer: see
+:mod:`msgbench.run.worktimer`) and books each task done when its own work ends (a skipped
+number is another member's, see :mod:`msgbench.accounting.ranges`), with three latencies
+from the submit time the schedule intended: **queue wait** (submitted -> this member got
+it, and its uncorrected twin from the actual send), **service** (the member's time on it)
+and **completion** (submitted -> done: the run's ``latency``). It also keeps how busy the
+member was, how many tasks it held at once, how often the design said it delivered again,
+and, per report interval, how long it sat with nothing in hand and the fewest tasks it held
+waiting behind the one it worked on (what :mod:`msgbench.results.aggregate` turns into
+seconds idle while tasks waited elsewhere). A task is booked done only when its work is: a
+member killed mid-task leaves it undone, for the design to deliver again or to lose.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
+from msgbench.accounting.batch import VECTOR_MIN, headers
 from msgbench.accounting.counters import Counters
 from msgbench.accounting.ranges import ReceivedSet
-from msgbench.api.target import Service, Sink
+from msgbench.api.target import Sink
 from msgbench.run.sink import Buffers
-from msgbench.workload.envelope import HEADER, HEADER_SIZE, Kind, ReplyStamp, make_reply
+from msgbench.run.worktimer import WorkTimer
+from msgbench.workload.envelope import (
+    HEADER,
+    HEADER_SIZE,
+    KIND_MASK,
+    PUB_SHIFT,
+    TOPIC_MASK,
+    TOPIC_SHIFT,
+    Kind,
+)
 from msgbench.workload.work import Work
+
+QUEUE_WAIT = "task_queue_wait"
+QUEUE_WAIT_RAW = "task_queue_wait_uncorrected"
+SERVICE = "task_service"
+TASK_HISTOGRAMS = (QUEUE_WAIT, QUEUE_WAIT_RAW, SERVICE)
+"""Names of the task histograms in the result's ``histograms`` and ``legs``."""
 
 _PROBE = int(Kind.PROBE)
 _MEASURE = int(Kind.MEASURE)
+_MEASURE_BYTE = bytes([_MEASURE])
+"""A payload's first byte is its kind (the header is little-endian)."""
 
 
 class GroupSink(Sink):
@@ -50,6 +71,7 @@ class GroupSink(Sink):
         self.events: list[str] = []
         self.disconnect_reason: str | None = None
         self.away = False
+        self.measure_start_ns = 0
         self.measure_end_ns = 1 << 62
         self._noted: set[str] = set()
         self._buffers = buffers
@@ -57,23 +79,35 @@ class GroupSink(Sink):
         self._work = work or Work()
         self._slowdown = slowdown
         self._rng = np.random.default_rng(sub_id)
+        self._timer = WorkTimer()
+        self._wait = buffers.named(QUEUE_WAIT)
+        self._wait_raw = buffers.named(QUEUE_WAIT_RAW)
+        self._service = buffers.named(SERVICE)
         self.busy_ns = 0
         """Time spent on tasks (their work) inside the measured window."""
-        self.measure_start_ns = 0
         self.in_hand = 0
         """Tasks received and not yet done: what a kill now would orphan."""
         self.held_max = 0
         self.first_redelivery_ns = 0
+        self._idle_since: int | None = time.monotonic_ns()
+        """Since when this member has held nothing (None while it holds tasks)."""
+        self._idle_ns = 0
+        """Idle time inside the measured window, since the last :meth:`interval`."""
+        self._fewest_waiting = 0
+        """The fewest tasks held behind the one in work, since the last :meth:`interval`."""
 
     def deliver(self, payloads: Sequence[bytes], offset: int = 0) -> None:
         """Account ``payloads`` as done at once, whatever ``--work`` says (see :class:`Sink`);
         shared groups use :meth:`handle`."""
-        self.received += len(payloads)
-        self._account([p[offset:] for p in payloads] if offset else payloads,
-                      time.monotonic_ns())
+        now = time.monotonic_ns()
+        items = [p[offset:] for p in payloads] if offset else payloads
+        self.received += len(items)
+        self._received(items, now)
+        self._account(items, now)
 
     async def handle(self, payloads: Sequence[bytes], redelivered: bool = False) -> None:
-        """Do the work of ``payloads``, one task after another, then book them done."""
+        """Do the work of ``payloads``, one task after another, booking each done as its own
+        work ends (see :class:`Sink`)."""
         start = time.monotonic_ns()
         n = len(payloads)
         self.received += n
@@ -81,20 +115,82 @@ class GroupSink(Sink):
             self.redelivered += n
             if not self.first_redelivery_ns:
                 self.first_redelivery_ns = start
+        self._take(n, start)
+        try:
+            self._received(payloads, start)
+            work = self._work.sample_ns(n, self._rng, self._slowdown)
+            if not work.any():
+                self._account(payloads, start)
+                self._given_back(n, start)
+                return
+            t = start
+            for i, w in enumerate(work.tolist()):
+                self._fewest_waiting = min(self._fewest_waiting, n - i - 1)
+                if w:
+                    await self._timer.until(t + w)
+                done = time.monotonic_ns()
+                if payloads[i][:1] == _MEASURE_BYTE:
+                    self._service.append(done - t)
+                self.busy_ns += max(0, min(done, self.measure_end_ns)
+                                    - max(t, self.measure_start_ns))
+                self._account(payloads[i : i + 1], done)
+                self._given_back(1, done)
+                n -= 1
+                t = done
+        finally:
+            if n:  # cancelled mid-batch (the run is closing): the rest stays undone
+                self._given_back(n, time.monotonic_ns())
+
+    def _take(self, n: int, now: int) -> None:
+        if self._idle_since is not None:
+            self._idle_ns += self._in_window(self._idle_since, now)
+            self._idle_since = None
         self.in_hand += n
         self.held_max = max(self.held_max, self.in_hand)
-        try:
-            work_ns = int(self._work.sample_ns(n, self._rng, self._slowdown).sum())
-            if work_ns:
-                await asyncio.sleep(work_ns / 1e9)
-            done = time.monotonic_ns()
-            self.busy_ns += max(0, min(done, self.measure_end_ns)
-                                - max(start, self.measure_start_ns))
-            self._account(payloads, done)
-        finally:
-            self.in_hand -= n
+
+    def _given_back(self, n: int, now: int) -> None:
+        self.in_hand -= n
+        if not self.in_hand:
+            self._idle_since = now
+
+    def _in_window(self, start: int, end: int) -> int:
+        return max(0, min(end, self.measure_end_ns) - max(start, self.measure_start_ns))
+
+    def interval(self, now: int) -> tuple[int, int]:
+        """This member's idle nanoseconds (inside the measured window) and the fewest tasks it
+        held waiting behind the one in work, since the previous call; then starts anew."""
+        if self._idle_since is not None:
+            self._idle_ns += self._in_window(self._idle_since, now)
+            self._idle_since = now
+        out = (self._idle_ns, self._fewest_waiting)
+        self._idle_ns = 0
+        self._fewest_waiting = max(0, self.in_hand - 1)
+        return out
+
+    def _received(self, payloads: Sequence[bytes], now: int) -> None:
+        """Queue wait of each MEASURE task: from its intended (and actual) submit time."""
+        n = len(payloads)
+        if n >= VECTOR_MIN and list(map(len, payloads)).count(len(payloads[0])) == n:
+            rec = headers(b"".join(payloads), 0, n, len(payloads[0]), 0)
+            mine = (rec["head"] & KIND_MASK) == _MEASURE
+            self._wait.frombytes((now - rec["intended"][mine]).tobytes())
+            if self._record_raw:
+                self._wait_raw.frombytes((now - rec["sent"][mine]).tobytes())
+            return
+        unpack = HEADER.unpack_from
+        for p in payloads:
+            if len(p) >= HEADER_SIZE:
+                kind, _, _, _, intended, sent = unpack(p)
+                if kind == _MEASURE:
+                    self._wait.append(now - intended)
+                    if self._record_raw:
+                        self._wait_raw.append(now - sent)
 
     def _account(self, payloads: Sequence[bytes], now: int) -> None:
+        n = len(payloads)
+        if n >= VECTOR_MIN and list(map(len, payloads)).count(len(payloads[0])) == n:
+            self._account_block(b"".join(payloads), n, len(payloads[0]), now)
+            return
         unpack = HEADER.unpack_from
         by_stream: dict[int, list[int]] = {}
         lat = self._buffers.latency.append
@@ -113,9 +209,31 @@ class GroupSink(Sink):
                     raw(now - sent)
             elif kind == _PROBE:
                 self.heard.add(pub)
+        self._book(((k, np.array(s, np.int64)) for k, s in by_stream.items()), now)
+
+    def _account_block(self, block: bytes, n: int, stride: int, now: int) -> None:
+        """:meth:`_account` for ``n`` equal-length tasks at once, with numpy."""
+        rec = headers(block, 0, n, stride, 0)
+        head = rec["head"]
+        kind = head & KIND_MASK
+        topic = (head >> TOPIC_SHIFT) & TOPIC_MASK
+        ours = topic == self.topic
+        self.misrouted += int(n - np.count_nonzero(ours))
+        for pub in np.unique(head[ours & (kind == _PROBE)] >> PUB_SHIFT).tolist():
+            self.heard.add(int(pub))
+        measured = ours & (kind == _MEASURE)
+        self._buffers.latency.frombytes((now - rec["intended"][measured]).tobytes())
+        if self._record_raw:
+            self._buffers.latency_raw.frombytes((now - rec["sent"][measured]).tobytes())
+        pubs = (head[measured] >> PUB_SHIFT).astype(np.int64)
+        seqs = rec["seq"][measured]
+        keys = pubs << 16 | self.topic
+        self._book(((int(k), seqs[keys == k]) for k in np.unique(keys).tolist()), now)
+
+    def _book(self, streams: Iterable[tuple[int, npt.NDArray[np.int64]]], now: int) -> None:
         new = 0
-        for key, seqs in by_stream.items():
-            new += self.received_set.add(key, np.array(seqs, np.int64))
+        for key, seqs in streams:
+            new += self.received_set.add(key, seqs)
         self.delivered += new
         if now < self.measure_end_ns:
             self.delivered_in_window += new
@@ -154,27 +272,6 @@ class GroupSink(Sink):
                 "held_max": self.held_max, "first_redelivery_ns": self.first_redelivery_ns,
                 **self.counters().to_json()}
 
-
-class Answerer(Service):
-    """A responder's service: each request answered with a stamped reply, after its
-    ``--work`` (requests of a batch one after another)."""
-
-    def __init__(self, resp_id: int, work: Work | None = None) -> None:
-        self.resp_id = resp_id
-        self.answered = 0
-        self._work = work or Work()
-        self._rng = np.random.default_rng(resp_id)
-
-    async def answer(self, requests: Sequence[bytes]) -> list[bytes]:
-        """Replies to ``requests`` (see :class:`Service`)."""
-        got = time.monotonic_ns()
-        work_ns = int(self._work.sample_ns(len(requests), self._rng).sum())
-        if work_ns:
-            await asyncio.sleep(work_ns / 1e9)
-        stamp = ReplyStamp(self.resp_id, got, time.monotonic_ns())
-        self.answered += len(requests)
-        return [make_reply(r, stamp) for r in requests]
-
-    def totals(self) -> dict[str, int | str]:
-        """Final counts for the Done message."""
-        return {"sub": self.resp_id, "role": "responder", "answered": self.answered}
+    def close(self) -> None:
+        """Give back the work timer's pacer."""
+        self._timer.close()

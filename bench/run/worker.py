@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -23,7 +22,8 @@ from typing import Any
 from msgbench.accounting.counters import Counters
 from msgbench.accounting.histogram import Histogram
 from msgbench.api.registry import load_target
-from msgbench.api.target import Client, Publisher, Requester, Subscription
+from msgbench.api.target import Client, Subscription
+from msgbench.run.answer import Answerer
 from msgbench.run.churn import away_windows, churn
 from msgbench.run.control import (
     Channel,
@@ -40,9 +40,11 @@ from msgbench.run.control import (
     Start,
     Stop,
 )
+from msgbench.run.depth import DepthSampler
+from msgbench.run.inflight import RequestPublisher
 from msgbench.run.publisher import PublisherRunner
 from msgbench.run.replies import ReplySink
-from msgbench.run.shared import Answerer, GroupSink
+from msgbench.run.shared import GroupSink
 from msgbench.run.sink import Buffers, SubscriberSink
 from msgbench.workload.config import RunConfig
 from msgbench.workload.topology import Pattern, requester_scope, subscriber_scope
@@ -124,6 +126,7 @@ class Worker:
         self.interval = [Histogram(), Histogram(), Histogram()]
         self.extra: dict[str, Histogram] = {}
         self._last = Counters()
+        self.depth: DepthSampler | None = None
         self._events_sent = 0
 
     # -- control ---------------------------------------------------------
@@ -182,6 +185,10 @@ class Worker:
             self.sinks.append(sink)
             self.subscriptions.append(
                 await client.subscribe(sid, [topics[where.topic]], sink, group=where.group))
+        # the worker of a group's first member samples its queue (one sampler per group)
+        firsts = {g: topics[t] for g, t in self.topology.groups().items()
+                  if self.topology.first_member(g) in self.spec.subs}
+        self.depth = DepthSampler(client, firsts)
         for pid in self.spec.pubs:
             pub = await client.publisher(pid)
             self.runners.append(PublisherRunner(pid, pub, self.config, self.buffers))
@@ -205,7 +212,7 @@ class Worker:
             self.sinks.append(sink)
             requester = await client.requester(pid, sink)
             runner.append(PublisherRunner(
-                pid, _Requests(requester, sink, self.config.inflight, self.config.timeout_s),
+                pid, RequestPublisher(requester, sink, self.config.inflight, self.config.timeout_s),
                 self.config, self.buffers, topics=(topic,)))
             self.runners += runner
 
@@ -261,6 +268,8 @@ class Worker:
         if self.runners:
             self._spawn(self._publish(msg))
         self._spawn(self._report_loop())
+        if self.depth is not None:
+            self.depth.start()
         self._spawn(self._flush_loop())
         if self.config.churn_period_s:
             self._start_churn(msg)
@@ -356,6 +365,9 @@ class Worker:
                 extra={name: h.encode() for name, h in extra.items()},
                 events=new_events,
                 counters=deltas.to_json(),
+                members=[[s.sub_id, *s.interval(at_ns)] for s in self.sinks
+                         if isinstance(s, GroupSink)],
+                depth=self.depth.latest() if self.depth is not None else {},
             )
         )
 
@@ -377,54 +389,19 @@ class Worker:
                              *(a.totals() for a in self.answerers)], received))
 
     async def _close_all(self) -> None:
+        if self.depth is not None:
+            await self.depth.stop()
+        for s in self.sinks:
+            if isinstance(s, GroupSink):
+                s.close()
+        for a in self.answerers:
+            a.close()
         for sub in self.subscriptions:
             await sub.close()
         for r in self.runners:
             await r.publisher.close()
         if self.client is not None:
             await self.client.close()
-
-
-class _Requests(Publisher):
-    """A requester seen as a publisher: the send loop paces requests like messages.
-
-    With ``inflight`` (closed loop, ``--inflight N``) at most that many requests are
-    outstanding: a send waits for replies, and a request unanswered for ``timeout_s`` gives
-    up its place (it is counted as a timeout at the end).
-    """
-
-    def __init__(self, requester: Requester, sink: ReplySink, inflight: int = 0,
-                 timeout_s: float = 1.0) -> None:
-        self.requester = requester
-        self.sink = sink
-        self.inflight = inflight
-        self.timeout_s = timeout_s
-        self.sent = 0
-        self.given_up = 0
-
-    async def publish(self, topic: str, payloads: Sequence[bytes]) -> None:
-        """Send ``payloads`` as requests (see :class:`Publisher`)."""
-        if not self.inflight:
-            await self.requester.request(topic, payloads)
-            return
-        i = 0
-        while i < len(payloads):
-            room = self.inflight - (self.sent - self.sink.replies - self.given_up)
-            if room <= 0:
-                self.sink.answered.clear()
-                try:
-                    await asyncio.wait_for(self.sink.answered.wait(), self.timeout_s)
-                except TimeoutError:
-                    self.given_up += 1
-                continue
-            chunk = payloads[i : i + room]
-            await self.requester.request(topic, chunk)
-            self.sent += len(chunk)
-            i += len(chunk)
-
-    async def close(self) -> None:
-        """Close the requester."""
-        await self.requester.close()
 
 
 def _injected_cost_ns() -> int:

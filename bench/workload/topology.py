@@ -92,6 +92,10 @@ class Topology:
             return {}
         return {group_name(t): t for t in range(self.topics) if self.listeners_of(t)}
 
+    def first_member(self, group: str) -> int:
+        """The lowest subscriber id of ``group`` (its topic's number: topics go round-robin)."""
+        return self.groups()[group]
+
     @property
     def accounting(self) -> Accounting:
         """Where accounting happens (see the module docstring)."""

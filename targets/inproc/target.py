@@ -31,6 +31,7 @@ from msgbench.api import (
     Capability,
     Client,
     Publisher,
+    QueueDepth,
     Requester,
     Service,
     Sink,
@@ -50,6 +51,8 @@ class _Queue:
     def __init__(self) -> None:
         self.items: deque[Any] = deque()
         self.ready = asyncio.Event()
+        self.in_hand = 0
+        """Items taken by a shared group's members and not yet handled (unacked)."""
 
     def put(self, items: Sequence[Any]) -> None:
         self.items.extend(items)
@@ -152,9 +155,20 @@ class _Client(Client):
         queue = self.hub.group_queue(group, topic)
 
         async def step(batch: list[bytes]) -> None:
-            await sink.handle(batch)
+            queue.in_hand += len(batch)
+            try:
+                await sink.handle(batch)
+            finally:
+                queue.in_hand -= len(batch)
 
         return _Consumer(queue, lambda: None, TAKE_MAX, step=step)
+
+    async def queue_depth(self, topic: str, group: str) -> QueueDepth | None:
+        """The group's queue: items not yet taken, and taken but not yet handled."""
+        queue = self.hub.shared.get((group, topic))
+        if queue is None:
+            return QueueDepth(0, 0)
+        return QueueDepth(len(queue.items), queue.in_hand)
 
     def _fanout(self, topics: Sequence[str], sink: Sink) -> Subscription:
         queue = _Queue()
