@@ -69,3 +69,85 @@ def test_kill_worker_needs_someone_left(run_cli: Any) -> None:
     assert r.returncode == 2
     assert "at least two subscriber worker processes" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_work_is_waited_out_to_the_microsecond_and_timed_per_task(run_cli: Any) -> None:
+    """fixed:300us at 500 tasks/s per member is 15 % busy. uvloop's timers round a sub-ms
+    sleep to nothing, which once made this read 1-5 %: the work waits on the pacer."""
+    r = run_cli("run", "--pattern", "tasks", "--pubs", "1", "--subs", "2", "--rate", "1k",
+                "--work", "fixed:300us", "-d", "1500ms", "-w", "300ms", "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    s, legs, g = doc["summary"], doc["legs"], doc["groups"]["g0"]
+    assert doc["status"] == "ok", doc["reasons"]
+    assert all(0.13 <= u <= 0.3 for u in g["utilisation"]), g
+    assert 300_000 <= legs["task_service"]["p50"] < 600_000, legs["task_service"]
+    assert legs["task_service"]["min"] >= 300_000 * 0.99
+    # every measured task waited in the queue once and was timed once
+    assert legs["task_queue_wait"]["count"] == legs["task_service"]["count"] == s["delivered"]
+    assert legs["task_queue_wait_uncorrected"]["count"] == s["delivered"]
+    # completion = queue wait + service: its median is above the service's
+    assert s["latency_ns"]["p50"] >= legs["task_service"]["p50"]
+    # inproc can tell its queue's depth: a sample per measured second, never negative
+    depths = [(x["queue_waiting"], x["queue_unacked"]) for x in doc["series"]]
+    assert depths and all(w is not None and u is not None and w >= 0 and u >= 0
+                          for w, u in depths), depths
+    assert g["idle_with_backlog_total_s"] == sum(g["idle_with_backlog_s"])
+
+
+def test_idle_with_backlog_counts_idle_time_only_while_tasks_wait_elsewhere() -> None:
+    from msgbench.accounting.counters import Counters
+    from msgbench.results.aggregate import Aggregator
+    from msgbench.run.control import Report
+
+    # 100 tasks/s offered: the transit allowance is 2 members + 0.5 task
+    agg = Aggregator(RunConfig(pattern="tasks", pubs=1, subs=2, rate=100.0))
+    ms = 1_000_000
+
+    def second(k: int, published: int, m0: list[int], m1: list[int],
+               depth: dict[str, list[int | None]] | None = None) -> None:
+        agg.add_report(Report(0, k, counters=Counters(published=published).to_json(),
+                              members=[[0, *m0]], depth=depth or {}))
+        agg.add_report(Report(1, k, members=[[1, *m1]]))
+
+    # 0: member 1 idle 400 ms while member 0 held 3 queued behind its task all along
+    second(0, 10, [0, 3, 10], [400 * ms, 0, 0])
+    # 1: member 1 idle 200 ms, nothing held, nothing piled up, queue unknown: not counted
+    second(1, 10, [0, 0, 10], [200 * ms, 0, 0])
+    # 2-3: the queue holds tasks at both ends of second 3: member 0's idle there counts
+    second(2, 10, [0, 0, 10], [0, 0, 0], {"g0": [5, None]})
+    second(3, 10, [100 * ms, 0, 5], [0, 0, 5], {"g0": [2, 1]})
+    # 4-5: 40 submitted and not received by anyone at both ends of second 5 (a pipe)
+    second(4, 50, [0, 0, 10], [0, 0, 0])
+    second(5, 10, [0, 0, 10], [300 * ms, 0, 0])
+    assert agg.idle_with_backlog([0, 1], "g0") == pytest.approx([0.1, 0.7])
+    assert agg.queue_depth(3) == (2, 1) and agg.queue_depth(1) == (None, None)
+    assert agg.queue_depth(2) == (5, None)
+
+
+def test_whole_batches_are_accounted_as_one_by_one() -> None:
+    """The numpy path of a member's accounting gives what the per-message path gives:
+    tasks of other topics misrouted, probes heard, each stream's repeats found."""
+    import asyncio
+
+    from msgbench.run.shared import GroupSink
+    from msgbench.run.sink import Buffers
+    from msgbench.workload.envelope import HEADER, Kind
+
+    rng = np.random.default_rng(7)
+    msgs = []
+    for _ in range(300):
+        kind = int(rng.choice([Kind.MEASURE, Kind.MEASURE, Kind.PROBE, Kind.WARMUP]))
+        msgs.append(HEADER.pack(kind, int(rng.integers(0, 3) == 0), int(rng.integers(0, 4)),
+                                int(rng.integers(0, 200)), 5, 3) + bytes(16))
+    sinks = []
+    for chunk in (len(msgs), 1):
+        sink = GroupSink(0, 0, "g0", Buffers())
+        for i in range(0, len(msgs), chunk):
+            asyncio.run(sink.handle(msgs[i : i + chunk]))
+        sinks.append(sink)
+    block, single = sinks
+    assert block.counters() == single.counters()
+    assert block.heard == single.heard and block.received_set.received == \
+        single.received_set.received
+    assert block.delivered > 0 and block.misrouted > 0

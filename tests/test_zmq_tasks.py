@@ -212,7 +212,10 @@ tasks/s, above the 2 x 500/s offered, so neither design is overloaded as a whole
 def test_slow_worker_round_robin_versus_broker(run_cli: Any) -> None:
     groups = {}
     for mode in ("pipeline", "broker"):
-        doc = _run(run_cli, "--zmq-mode", mode, *SLOW, "--rate", "500")
+        # two seconds (a pile-up in a pipe shows from the second measured second on) at x5,
+        # so that what piles up behind the slow worker (50 tasks a second) drains in time
+        doc = _run(run_cli, "--zmq-mode", mode, *SLOW, "--rate", "500", "--duration", "2s",
+                   "--slow-worker", "0:x5")
         s = doc["summary"]
         assert doc["status"] == "ok", doc["reasons"]
         assert s["lost"] == s["duplicated"] == 0 and s["delivered"] == s["expected"]
@@ -227,6 +230,11 @@ def test_slow_worker_round_robin_versus_broker(run_cli: Any) -> None:
     slow, *fast = lb["shares"]
     assert slow < 0.5 * min(fast), lb
     assert lb["held_max"] == [1, 1, 1, 1]  # --zmq-credit 1: one task at a time
+    # round robin: the fast workers sit idle while tasks queue behind the slow one; the
+    # broker never leaves a worker idle with a task to give
+    assert sum(rr["idle_with_backlog_s"][1:]) > 0.1, rr
+    assert rr["idle_with_backlog_s"][0] < 0.01, rr  # the slow one always had work
+    assert lb["idle_with_backlog_total_s"] < min(0.05, rr["idle_with_backlog_total_s"] / 4), lb
 
 
 @pytest.mark.parametrize("mode", ["pipeline", "broker"])

@@ -71,6 +71,8 @@ class Done(Protocol):
     def received(self) -> Mapping[str, Any]: ...
 
 
+TRANSIT_ALLOWANCE_S = 0.005
+"""See :meth:`Aggregator._in_transit`."""
 OPEN_SECONDS = 3
 """Seconds kept as live histograms; older ones are kept encoded (a few KiB instead of the
 264 KiB of counts a live one holds), so an hour-long run's series stays small."""
@@ -118,8 +120,9 @@ class Aggregator:
         self.received: dict[str, list[dict[str, Any]]] = defaultdict(list)
         """Per shared group, its members' encoded received sets (from Done)."""
         self.events: list[str] = []
-        self.member_seconds: dict[int, dict[int, tuple[int, int]]] = defaultdict(dict)
-        """Per measured second, per group member: (idle ns, fewest tasks held waiting)."""
+        self.member_seconds: dict[int, dict[int, tuple[int, int, int]]] = defaultdict(dict)
+        """Per measured second, per group member: (idle ns, fewest tasks held waiting, MEASURE
+        tasks received)."""
         self.depth_seconds: dict[int, dict[str, Sequence[int | None]]] = defaultdict(dict)
         """Per measured second, per group: its queue's [waiting, unacked] at the second's end."""
 
@@ -136,9 +139,10 @@ class Aggregator:
         for name, text in r.extra.items():
             self.extra.setdefault(name, Histogram()).add(Histogram.decode(text))
         if r.second >= 0:
-            for sub, idle_ns, fewest in r.members:
-                was = self.member_seconds[r.second].get(sub, (0, fewest))
-                self.member_seconds[r.second][sub] = (was[0] + idle_ns, min(was[1], fewest))
+            for sub, idle_ns, fewest, taken in r.members:
+                was = self.member_seconds[r.second].get(sub, (0, fewest, 0))
+                self.member_seconds[r.second][sub] = (was[0] + idle_ns, min(was[1], fewest),
+                                                      was[2] + taken)
             self.depth_seconds[r.second].update(r.depth)
         if r.second >= 0 and (c.delivered or c.published or c.gaps or c.expected):
             s = self.seconds[r.second]
@@ -213,20 +217,34 @@ class Aggregator:
 
     def idle_with_backlog(self, members: Sequence[int], group: str) -> list[float]:
         """Seconds each member sat with nothing in hand while tasks of its group waited
-        elsewhere: per report second, its idle time counts when, all that second, another
-        member held tasks queued behind the one it worked on, or the group's queue was not
-        empty at the second's start and end. A lower bound: shorter waits go unseen."""
+        elsewhere. Per report second, a member's idle time counts when, all that second,
+        another member held tasks queued behind the one it worked on; or the group's queue
+        (``Client.queue_depth``) was not empty at the second's start and end; or more tasks
+        than :meth:`_in_transit` were submitted and not yet received by any member at both
+        ends (a ZeroMQ pipe, a broker's queue; so not in the first measured second, whose
+        start is not known). A lower bound: shorter waits go unseen."""
         idle = [0] * len(members)
-        for k, subs in self.member_seconds.items():
+        topic = self.topology.groups().get(group)
+        allowance = self._in_transit(len(members))
+        published = taken = 0
+        design_before = 0
+        for k in range(max(self.member_seconds, default=-1) + 1):
+            subs = self.member_seconds.get(k, {})
+            sec = self.seconds.get(k)
+            published += self._published_to(sec, topic) if sec is not None else 0
+            taken += sum(subs.get(m, (0, 0, 0))[2] for m in members)
+            in_design = published - taken
             before = self.depth_seconds.get(k - 1, {}).get(group)
             after = self.depth_seconds.get(k, {}).get(group)
             queued = (min(before[0], after[0]) if before and after and before[0] is not None
                       and after[0] is not None else 0)
-            held = {m: subs.get(m, (0, 0)) for m in members}
-            total = sum(f for _, f in held.values())
+            piled = min(design_before, in_design) > allowance
+            design_before = in_design
+            held = {m: subs.get(m, (0, 0, 0)) for m in members}
+            total = sum(f for _, f, _ in held.values())
             for i, m in enumerate(members):
-                idle_ns, fewest = held[m]
-                if queued > 0 or total - fewest > 0:
+                idle_ns, fewest, _ = held[m]
+                if queued > 0 or piled or total - fewest > 0:
                     idle[i] += idle_ns
         return [x / 1e9 for x in idle]
 
@@ -304,6 +322,21 @@ class Aggregator:
                 "idle_with_backlog_total_s": sum(idle),
             }
         return out
+
+    def _published_to(self, sec: _Second, topic: int | None) -> int:
+        """MEASURE tasks submitted in a second to ``topic``'s group (all topics: the one
+        group of a single-topic run; several topics split it evenly, as published)."""
+        n = sec.counters.published
+        groups = max(1, len(self.topology.groups()))
+        return n // groups if topic is not None else 0
+
+    def _in_transit(self, members: int) -> float:
+        """Tasks that may be on their way at any instant without waiting anywhere: one per
+        member, plus what the offered rate submits in :data:`TRANSIT_ALLOWANCE_S` (reports
+        of different workers are that far apart at most, and a task takes that long to
+        travel)."""
+        rate = (self.config.rate or 0.0) * self.config.pubs / max(1, len(self.topology.groups()))
+        return members + rate * TRANSIT_ALLOWANCE_S
 
     def _group_deliveries(self) -> int:
         """MEASURE deliveries to every member, repeats included (for the duplicates)."""

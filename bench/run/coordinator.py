@@ -56,6 +56,11 @@ PUBDONE_GRACE_S = 5.0
 DRAIN_MAX_S = 30.0
 PROGRESS_LAG_S = 0.15
 NS = 1_000_000_000
+SERVER_CAUSE_GRACE_S = 0.5
+"""After a worker fails, how long to look for a server whose death it saw: a killed process
+closes its sockets before the kernel marks it dead, and on a loaded machine the worker's
+report can land in between."""
+SERVER_CAUSE_POLL_S = 0.05
 
 
 class Progress(Protocol):
@@ -337,6 +342,10 @@ class Coordinator:
         except RunAborted as exc:
             # a client's error is often a server's death seen from the other side: name it
             cause = self.watch.check(force=True)
+            give_up = time.monotonic() + SERVER_CAUSE_GRACE_S
+            while cause is None and time.monotonic() < give_up:
+                time.sleep(SERVER_CAUSE_POLL_S)
+                cause = self.watch.check(force=True)
             if cause is None:
                 raise
             raise RunAborted(f"{cause}; then {exc}") from None

@@ -95,6 +95,8 @@ class GroupSink(Sink):
         """Idle time inside the measured window, since the last :meth:`interval`."""
         self._fewest_waiting = 0
         """The fewest tasks held behind the one in work, since the last :meth:`interval`."""
+        self._taken = 0
+        """MEASURE tasks this member received since the last :meth:`interval`."""
 
     def deliver(self, payloads: Sequence[bytes], offset: int = 0) -> None:
         """Account ``payloads`` as done at once, whatever ``--work`` says (see :class:`Sink`);
@@ -125,7 +127,7 @@ class GroupSink(Sink):
                 return
             t = start
             for i, w in enumerate(work.tolist()):
-                self._fewest_waiting = min(self._fewest_waiting, n - i - 1)
+                self._fewest_waiting = min(self._fewest_waiting, self.in_hand - 1)
                 if w:
                     await self._timer.until(t + w)
                 done = time.monotonic_ns()
@@ -156,14 +158,16 @@ class GroupSink(Sink):
     def _in_window(self, start: int, end: int) -> int:
         return max(0, min(end, self.measure_end_ns) - max(start, self.measure_start_ns))
 
-    def interval(self, now: int) -> tuple[int, int]:
-        """This member's idle nanoseconds (inside the measured window) and the fewest tasks it
-        held waiting behind the one in work, since the previous call; then starts anew."""
+    def interval(self, now: int) -> tuple[int, int, int]:
+        """This member's idle nanoseconds (inside the measured window), the fewest tasks it
+        held waiting behind the one in work, and the MEASURE tasks it received, since the
+        previous call; then starts anew."""
         if self._idle_since is not None:
             self._idle_ns += self._in_window(self._idle_since, now)
             self._idle_since = now
-        out = (self._idle_ns, self._fewest_waiting)
+        out = (self._idle_ns, self._fewest_waiting, self._taken)
         self._idle_ns = 0
+        self._taken = 0
         self._fewest_waiting = max(0, self.in_hand - 1)
         return out
 
@@ -173,6 +177,7 @@ class GroupSink(Sink):
         if n >= VECTOR_MIN and list(map(len, payloads)).count(len(payloads[0])) == n:
             rec = headers(b"".join(payloads), 0, n, len(payloads[0]), 0)
             mine = (rec["head"] & KIND_MASK) == _MEASURE
+            self._taken += int(np.count_nonzero(mine))
             self._wait.frombytes((now - rec["intended"][mine]).tobytes())
             if self._record_raw:
                 self._wait_raw.frombytes((now - rec["sent"][mine]).tobytes())
@@ -182,6 +187,7 @@ class GroupSink(Sink):
             if len(p) >= HEADER_SIZE:
                 kind, _, _, _, intended, sent = unpack(p)
                 if kind == _MEASURE:
+                    self._taken += 1
                     self._wait.append(now - intended)
                     if self._record_raw:
                         self._wait_raw.append(now - sent)
