@@ -51,6 +51,10 @@ def test_ledger_exact_at_a_moderate_rate(run_cli: Any, design: str) -> None:
     assert s["lost"] == s["duplicated"] == s["redelivered"] == s["misrouted"] == 0
     g = doc["groups"]["g0"]
     assert sum(g["shares"]) == 4000 and len(g["shares"]) == 4
+    depth = [(x["queue_waiting"], x["queue_unacked"]) for x in doc["series"]]
+    assert depth and all(w is not None and w >= 0 for w, _ in depth), depth
+    # a popped task leaves no trace in Redis: only the reliable designs know the unacked
+    assert all((u is None) == (design == "brpop") for _, u in depth), depth
     if design.startswith("streams"):
         assert doc["target"]["group_ack"] == design.split("-")[1]
         assert doc["target"]["groups_left"] == {"g0": {"pending": 0, "lag": 0}}
@@ -76,6 +80,9 @@ def test_killed_brpop_worker_loses_what_it_held_counted_exactly(run_cli: Any) ->
     assert s["lost"] > 0 and s["lost"] == s["expected"] - s["delivered"]
     # at most what the killed members could hold: --list-count 10 each, two of them
     assert s["lost"] <= 2 * 10
+    # what the killed members held in hand at the kill is lost; more may have been popped
+    # and still in the socket, lost too but never in hand
+    assert 0 < s["orphaned"] <= s["lost"], s
     assert s["redelivered"] == s["duplicated"] == 0
     assert doc["target"]["left"]["queued"] == 0  # lost in the dead worker, not left queued
 

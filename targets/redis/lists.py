@@ -36,6 +36,7 @@ from msgbench.api.target import (
     Client,
     Endpoint,
     Publisher,
+    QueueDepth,
     ServeSpec,
     Sink,
     Subscription,
@@ -53,6 +54,7 @@ from msgbench.kit.resp import (
     command_head,
     pipeline,
 )
+from msgbench.targets.redis.gauge import Gauge
 from msgbench.targets.redis.pubsub import PipelinedPublisher, RedisTarget
 from msgbench.targets.redis.queues import duration_ms, positive_int, split_marked
 from msgbench.targets.redis.reaper import (
@@ -217,6 +219,7 @@ class ListClient(Client):
         self.mode = mode
         self.count = count
         self.leases = _Leases(slots, reap_after_ms)
+        self.gauge = Gauge(slots)
 
     async def publisher(self, pub_id: int) -> Publisher:
         """``LPUSH queue <task>`` for every task, pipelined per batch."""
@@ -246,8 +249,23 @@ class ListClient(Client):
             return worker
         return _Leased(worker, self.leases, lease_key(topic, consumer))
 
+    async def queue_depth(self, topic: str, group: str) -> QueueDepth | None:
+        """Waiting: the queue's length; unacked (``blmove``): the tasks in the workers'
+        processing lists. ``brpop`` keeps no record of a task once popped: unknown."""
+        key = queue_key(topic)
+        waiting = int(await self.gauge.call(key, "LLEN", key))
+        if self.mode != "blmove":
+            return QueueDepth(waiting, None)
+        consumers = await self.gauge.call(key, "SMEMBERS", consumers_key(topic))
+        unacked = 0
+        for c in consumers or []:
+            name = c.decode() if isinstance(c, bytes) else str(c)
+            unacked += int(await self.gauge.call(key, "LLEN", processing_key(topic, name)))
+        return QueueDepth(waiting, unacked)
+
     async def close(self) -> None:
-        """Close the lease connections."""
+        """Close the lease and gauge connections."""
+        self.gauge.close()
         await self.leases.close()
 
 

@@ -176,6 +176,18 @@ class GroupMember(Subscription):
 
 
 
+def group_counts(reply: Any) -> dict[str, tuple[int, int | None]]:
+    """Per group of an ``XINFO GROUPS`` reply: entries pending (delivered, not acknowledged)
+    and ``lag`` (entries not yet delivered; None before Redis 7 or when Redis cannot tell)."""
+    out: dict[str, tuple[int, int | None]] = {}
+    for raw in reply:
+        f = dict(zip(raw[::2], raw[1::2], strict=False))
+        lag = f.get(b"lag")
+        out[f[b"name"].decode()] = (int(f.get(b"pending") or 0),
+                                    None if lag is None else int(lag))
+    return out
+
+
 async def groups_left(slots: SlotMap, keys: Sequence[str]) -> dict[str, JSON] | str:
     """Per group, entries still pending (delivered, never acknowledged) and not yet read
     (``lag``, Redis 7) over ``keys``, from ``XINFO GROUPS``; {} when no stream has a group.
@@ -192,13 +204,10 @@ async def groups_left(slots: SlotMap, keys: Sequence[str]) -> dict[str, JSON] | 
                 raise
             finally:
                 conn.close()
-            for raw in reply:
-                f = dict(zip(raw[::2], raw[1::2], strict=False))
-                name = f[b"name"].decode()
+            for name, (pending, lag) in group_counts(reply).items():
                 seen = out.setdefault(name, {"pending": 0, "lag": 0})
                 assert isinstance(seen, dict)
-                seen["pending"] += int(f.get(b"pending") or 0)
-                lag = f.get(b"lag")
+                seen["pending"] += pending
                 seen["lag"] = None if lag is None or seen["lag"] is None else seen["lag"] + lag
     except RespError as exc:
         return f"unknown: {exc}"

@@ -32,6 +32,7 @@ from msgbench.api.target import (
     Client,
     Endpoint,
     Publisher,
+    QueueDepth,
     ServeSpec,
     Sink,
     Subscription,
@@ -49,12 +50,14 @@ from msgbench.kit.resp import (
     command,
     command_head,
 )
+from msgbench.targets.redis.gauge import Gauge
 from msgbench.targets.redis.pubsub import PipelinedPublisher, RedisTarget
 from msgbench.targets.redis.stream_groups import (
     GROUP_OPTIONS,
     GroupMember,
     GroupSettings,
     create_groups,
+    group_counts,
     group_settings,
     groups_left,
 )
@@ -233,6 +236,24 @@ class StreamsClient(Client):
         self.groups = groups
         self.cursors: dict[int, Cursor] = {}
         """Per subscriber id: the last entry id processed, per stream."""
+        self.gauge = Gauge(slots)
+
+    async def queue_depth(self, topic: str, group: str) -> QueueDepth | None:
+        """From ``XINFO GROUPS``: waiting = the group's ``lag`` (entries not yet delivered),
+        unacked = its pending entries."""
+        key = stream_key(topic)
+        try:
+            counts = group_counts(await self.gauge.call(key, "XINFO", "GROUPS", key))
+        except RespError as exc:
+            if "no such key" in str(exc).lower():
+                return QueueDepth(0, 0)
+            raise
+        pending, lag = counts.get(group, (0, 0))
+        return QueueDepth(lag, pending)
+
+    async def close(self) -> None:
+        """Close the gauge's connections."""
+        self.gauge.close()
 
     async def publisher(self, pub_id: int) -> Publisher:
         """``XADD key MAXLEN ~ N * d <payload>`` for every message, pipelined per batch."""
