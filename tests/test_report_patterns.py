@@ -248,7 +248,9 @@ def test_task_workloads_differ_by_their_work(tmp_path: Path) -> None:
     write_results(tmp_path / "b", base)
     write_results(tmp_path / "n", new)
     r = run_inproc("compare", str(tmp_path / "b"), str(tmp_path / "n"))
-    assert r.returncode == 2 and "different workloads" in r.stderr and "work" in r.stderr
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "msgbench: error: BASE and NEW ran different workloads: work None vs 'fixed:1ms'"]
 
 
 # --- plot -------------------------------------------------------------------------------
@@ -398,3 +400,15 @@ def test_task_row_max_min_of_a_member_that_did_nothing_is_infinite() -> None:
     g = {**r.groups["g0"], "max_min": None}
     row = task_report.TaskRow.from_result("x", replace(r, groups={"g0": g}))
     assert row.max_min == math.inf
+
+
+def test_export_writes_a_leg_and_refuses_a_histogram_the_file_lacks(tmp_path: Path) -> None:
+    out = tmp_path / "leg.hgrm"
+    r = run_inproc("export", str(RPC), "--hgrm", str(out), "--histogram", "rpc_service",
+                   "--unit", "ns")
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"Total count\s*=\s*(\d+)", out.read_text())
+    assert m and int(m.group(1)) == _doc(RPC)["legs"]["rpc_service"]["count"]
+    bad = run_inproc("export", str(RPC), "--hgrm", str(out), "--histogram", "task_service")
+    assert bad.returncode == 2
+    assert len(bad.stderr.strip().splitlines()) == 1 and "no task_service" in bad.stderr

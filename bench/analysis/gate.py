@@ -20,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from msgbench.analysis.labels import WORKLOAD_FIELDS, workload_key, workload_label
+from msgbench.analysis.labels import (
+    PATTERN_FIELDS,
+    WORKLOAD_FIELDS,
+    workload_key,
+    workload_label,
+)
 from msgbench.analysis.stats_tests import (
     DEFAULT_ALPHA,
     DEFAULT_PASS_ALPHA,
@@ -213,6 +218,8 @@ def final(verdicts: Sequence[Verdict]) -> list[Verdict]:
 
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> str:
     diffs = [f"{f} {a.get(f)!r} vs {b.get(f)!r}" for f in WORKLOAD_FIELDS if a.get(f) != b.get(f)]
+    diffs += [f"{f} {a.get(f)!r} vs {b.get(f)!r}" for f in PATTERN_FIELDS
+              if (a.get(f) or None) != (b.get(f) or None)]
     return ", ".join(diffs)
 
 

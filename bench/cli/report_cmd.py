@@ -188,6 +188,12 @@ def plot(files: tuple[str, ...], out: str) -> None:
         click.echo(str(path), err=True)
 
 
+EXPORTABLE = ("latency", "latency_uncorrected", "publish_delay", "task_queue_wait",
+              "task_queue_wait_uncorrected", "task_service", "rpc_request_leg", "rpc_service",
+              "rpc_reply_leg")
+"""Histograms a result file may hold (the task and rpc ones only in those runs' files)."""
+
+
 @click.command("export")
 @click.argument("file")
 @click.option("--hgrm", default=None, help="Write the percentile distribution (.hgrm) here.")
@@ -195,9 +201,9 @@ def plot(files: tuple[str, ...], out: str) -> None:
 @click.option("--unit", type=click.Choice(["ns", "us", "ms", "s"]), default="us",
               show_default=True, help="Unit of the .hgrm values (the .hlog follows "
               "HdrHistogram: nanosecond values, interval max in ms).")
-@click.option("--histogram", type=click.Choice(["latency", "latency_uncorrected",
-                                                 "publish_delay"]),
-              default="latency", show_default=True, help="Which histogram goes into the .hgrm.")
+@click.option("--histogram", type=click.Choice(EXPORTABLE), default="latency",
+              show_default=True, help="Which histogram goes into the .hgrm: task runs also "
+              "hold task_queue_wait(_uncorrected) and task_service, rpc runs their legs.")
 def export(file: str, hgrm: str | None, hlog: str | None, unit: str, histogram: str) -> None:
     """Write a run's latency in HdrHistogram's interchange formats."""
     from msgbench.analysis.export import has_interval_histograms, write_hgrm, write_hlog
@@ -208,6 +214,9 @@ def export(file: str, hgrm: str | None, hlog: str | None, unit: str, histogram: 
     if len(runs) != 1:
         fail(f"export takes one result file, {file} names {len(runs)}")
     _, result = runs[0]
+    if hgrm and histogram not in result.histograms:
+        fail(f"{file} holds no {histogram} histogram (it has "
+             f"{', '.join(sorted(result.histograms)) or 'none'})")
     try:
         if hgrm:
             write_hgrm(result, Path(hgrm), unit, histogram)
