@@ -2,8 +2,9 @@
 
 Two fixtures are real result files: ``tests/data/tasks-result.json`` (redis-streams,
 2 producers x 4 workers, ``--work fixed:1ms``, ``--kill-worker 1s``: redelivered and
-orphaned tasks), to which the fields newer files carry were added (queue wait and service
-histograms and summaries, per-second queue depths, idle-with-backlog seconds), and
+orphaned tasks), to which the fields newer files carry were added with synthesised values
+(queue wait = completion - service, drawn from the file's own completion histogram; service
+about 1.05 ms; per-second queue depths; idle-with-backlog seconds), and
 ``tests/data/rpc-result.json`` (redis-rpc, 3 requesters x 2 responders, open loop). Short
 real runs (inproc, Redis) check the same figures against the files they write.
 """
