@@ -91,20 +91,26 @@ def test_p50_is_gated_only_when_asked_and_never_in_closed_loop(tmp_path: Path) -
     assert run_inproc("compare", b, n, "--max-p50-increase", "15").returncode == 0
 
 
-@pytest.mark.parametrize("field", ["hostname", "cpu_model", "pattern"])
-def test_different_hosts_cpus_or_patterns_are_refused_unless_allowed(tmp_path: Path,
-                                                                     field: str) -> None:
-    new = _trials(seed=2)
-    if field == "pattern":
-        new = [replace(r, config={**r.config, "pattern": "tasks"}) for r in new]
-    else:
-        new = [replace(r, environment={**r.environment, field: "elsewhere"}) for r in new]
+@pytest.mark.parametrize("field", ["hostname", "cpu_model"])
+def test_different_hosts_or_cpus_are_refused_unless_allowed(tmp_path: Path, field: str) -> None:
+    new = [replace(r, environment={**r.environment, field: "elsewhere"}) for r in _trials(seed=2)]
     b, n = _dirs(tmp_path, _trials(seed=1), new)
     r = run_inproc("compare", b, n)
     assert r.returncode == 2 and "--allow-mixed" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     r = run_inproc("compare", b, n, "--allow-mixed")
     assert r.returncode in (0, 1) and "warning: runs of different" in r.stderr
+
+
+def test_different_patterns_are_refused_even_when_mixing_is_allowed(tmp_path: Path) -> None:
+    new = [replace(r, config={**r.config, "pattern": "tasks"}) for r in _trials(seed=2)]
+    b, n = _dirs(tmp_path, _trials(seed=1), new)
+    for extra in ((), ("--allow-mixed",)):
+        r = run_inproc("compare", b, n, *extra)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().splitlines() == [
+            "msgbench: error: runs of different patterns: BASE is broadcast, NEW is tasks; a "
+            "delivery, a task and a reply are not the same unit, compare runs of one pattern"]
 
 
 @pytest.mark.parametrize("problem", ["lost", "failed"])

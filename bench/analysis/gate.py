@@ -20,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from msgbench.analysis.labels import WORKLOAD_FIELDS, workload_key, workload_label
+from msgbench.analysis.labels import (
+    PATTERN_FIELDS,
+    WORKLOAD_FIELDS,
+    workload_key,
+    workload_label,
+)
 from msgbench.analysis.stats_tests import (
     DEFAULT_ALPHA,
     DEFAULT_PASS_ALPHA,
@@ -79,13 +84,44 @@ class Metric:
     latency: bool
 
 
-METRICS = (
-    Metric(PRIMARY, cpu_ns_per_msg, False, "throughput", False),
-    Metric("deliveries/s", lambda r: r.summary.deliveries_per_s, True, None, False),
-    Metric("p50", lambda r: float(r.summary.latency_ns["p50"]), False, "p50", True),
-    Metric("p99", lambda r: float(r.summary.latency_ns["p99"]), False, "p99", True),
-    Metric("p99.9", lambda r: float(r.summary.latency_ns["p999"]), False, "p999", True),
-)
+HEADLINES = {
+    "broadcast": (PRIMARY, "deliveries/s", ""),
+    "tasks": ("CPU-ns/task", "tasks/s", "completion "),
+    "rpc": ("CPU-ns/request", "requests/s", "round trip "),
+}
+"""Per pattern, the names of the same figures: CPU-ns per delivery (a message delivered,
+a task completed, a reply matched), that count per second of the window, and the latency
+(delivery, completion from the intended submit, round trip from the intended send)."""
+
+
+def metrics_for(pattern: str) -> tuple[Metric, ...]:
+    """The metrics of ``pattern``'s runs, named as its reports name them; the same
+    figures and limits for every pattern (a pattern this version does not know is
+    treated as broadcast)."""
+    cpu, rate, lat = HEADLINES.get(pattern, HEADLINES["broadcast"])
+    return (
+        Metric(cpu, cpu_ns_per_msg, False, "throughput", False),
+        Metric(rate, lambda r: r.summary.deliveries_per_s, True, None, False),
+        Metric(f"{lat}p50", lambda r: float(r.summary.latency_ns["p50"]), False, "p50", True),
+        Metric(f"{lat}p99", lambda r: float(r.summary.latency_ns["p99"]), False, "p99", True),
+        Metric(f"{lat}p99.9", lambda r: float(r.summary.latency_ns["p999"]), False, "p999",
+               True),
+    )
+
+
+METRICS = metrics_for("broadcast")
+"""The broadcast metrics (their names are the gate's original ones)."""
+
+
+def is_cpu_metric(name: str) -> bool:
+    """Whether ``name`` is one of the CPU-ns per delivery metrics."""
+    return name.startswith("CPU-ns/")
+
+
+def is_latency_metric(name: str) -> bool:
+    """Whether ``name`` is a latency percentile (``p99``, ``completion p99.9``...)."""
+    last = name.rsplit(" ", 1)[-1]
+    return last.startswith("p") and last[1:2].isdigit()
 
 
 @dataclass(frozen=True)
@@ -151,7 +187,7 @@ def evaluate(comparisons: Sequence[Comparison], limits: Limits, alpha: float | N
     rows: list[tuple[Comparison, Metric, float | None, Evidence, float, float]] = []
     for c in comparisons:
         closed = c.base[0][1].config["rate"] is None
-        for m in METRICS:
+        for m in metrics_for(pattern_of(c.base[0][1])):
             limit = getattr(limits, m.limit) if m.limit else None
             if m.latency and closed:
                 limit = None  # latency under saturation is not a latency target
@@ -182,6 +218,8 @@ def final(verdicts: Sequence[Verdict]) -> list[Verdict]:
 
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> str:
     diffs = [f"{f} {a.get(f)!r} vs {b.get(f)!r}" for f in WORKLOAD_FIELDS if a.get(f) != b.get(f)]
+    diffs += [f"{f} {a.get(f)!r} vs {b.get(f)!r}" for f in PATTERN_FIELDS
+              if (a.get(f) or None) != (b.get(f) or None)]
     return ", ".join(diffs)
 
 
@@ -193,15 +231,34 @@ def group(runs: Runs) -> dict[str, Runs]:
     return out
 
 
+def pattern_of(r: RunResult) -> str:
+    """The run's pattern (``broadcast`` for files from before patterns existed)."""
+    return str(r.config.get("pattern") or "broadcast")
+
+
+def check_patterns(base: Runs, new: Runs) -> None:
+    """Refuse runs of different patterns, naming which side holds which.
+
+    Never overridden (not even by ``--allow-mixed``): a delivery, a task and a reply are
+    different units, so their costs and rates do not compare.
+    """
+    pb, pn = sorted({pattern_of(r) for _, r in base}), sorted({pattern_of(r) for _, r in new})
+    if len({*pb, *pn}) > 1:
+        raise CompareError(f"runs of different patterns: BASE is {' + '.join(pb)}, NEW is "
+                           f"{' + '.join(pn)}; a delivery, a task and a reply are not the "
+                           "same unit, compare runs of one pattern")
+
+
 MIXED_FIELDS: tuple[tuple[str, Callable[[RunResult], Any]], ...] = (
-    ("pattern", lambda r: r.config.get("pattern") or "broadcast"),
     ("host", lambda r: r.environment.get("hostname")),
     ("CPU model", lambda r: r.environment.get("cpu_model")),
 )
 
 
 def check_mixed(base: Runs, new: Runs, allow_mixed: bool) -> list[str]:
-    """Refuse runs of different patterns, hosts or CPU models; warnings if allowed."""
+    """Refuse runs of different patterns (always: :func:`check_patterns`), hosts or CPU
+    models (warnings instead when ``allow_mixed``)."""
+    check_patterns(base, new)
     out = []
     for name, get in MIXED_FIELDS:
         seen = sorted({str(get(r)) for _, r in (*base, *new)})

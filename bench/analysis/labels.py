@@ -11,7 +11,11 @@ WORKLOAD_FIELDS = (
     "target", "target_options", "pubs", "subs", "size", "rate", "topics", "batch", "sub_delay_s",
 )
 """Config fields that define a workload: runs that differ in one are not comparable. The
-pattern is not one of them: the gate refuses mixed patterns unless told (``--allow-mixed``)."""
+pattern is not one of them: the gate refuses to compare runs of different patterns."""
+PATTERN_FIELDS = ("work", "slow_worker", "kill_worker_s", "inflight", "timeout_s")
+"""Config fields that define a task or request/reply workload too (service time, a slow or
+killed worker, calls in flight, the reply timeout); broadcast runs never set them, so their
+workload key stays what it was before these fields existed."""
 
 
 def format_rate(rate: float | None) -> str:
@@ -51,12 +55,20 @@ def variant(config: dict[str, Any]) -> str:
         parts.append(f"sub-delay={format_ns(config['sub_delay_s'] * 1e9)}")
     if config.get("batch"):
         parts.append(f"batch={config['batch']}")
+    for key, name in (("work", "work"), ("slow_worker", "slow-worker"),
+                      ("kill_worker_s", "kill-worker"), ("inflight", "inflight")):
+        value = config.get(key)
+        if value:
+            parts.append(f"{name}={value:g}s" if key == "kill_worker_s" else f"{name}={value}")
     return " ".join(parts)
 
 
 def workload_key(cfg: dict[str, Any]) -> str:
     """Identity of a workload: the :data:`WORKLOAD_FIELDS` of a config, as canonical JSON."""
-    return json.dumps({f: cfg.get(f) for f in WORKLOAD_FIELDS}, sort_keys=True, default=str)
+    key = {f: cfg.get(f) for f in WORKLOAD_FIELDS}
+    if (cfg.get("pattern") or "broadcast") != "broadcast":
+        key.update({f: cfg.get(f) or None for f in PATTERN_FIELDS})
+    return json.dumps(key, sort_keys=True, default=str)
 
 
 def workload_label(cfg: dict[str, Any]) -> str:

@@ -94,7 +94,8 @@ def run_label(r: RunResult) -> str:
     )
 
 
-def _labels(runs: Runs) -> list[str]:
+def run_labels(runs: Runs) -> list[str]:
+    """Legend labels of ``runs``, numbered where two runs would share one."""
     labels = [run_label(r) for _, r in runs]
     seen: dict[str, int] = defaultdict(int)
     for lab in labels:
@@ -118,17 +119,11 @@ def _percentile_label(x: float) -> str:
     return f"{100 - 10 ** (2 - nines):.{max(0, nines - 2)}f}%"
 
 
-def plot_spectrum(ax: Axes, runs: Runs, labels: Sequence[str]) -> None:
-    """Latency against percentile on the 1 / (1 - p) axis, one line per run."""
-    top = 10.0
-    for (_, r), label, style in zip(runs, labels, _styles(runs), strict=True):
-        x, y = spectrum(r.histograms.get("latency", ""))
-        if x.size:
-            ax.plot(x, y, label=label, linewidth=1.3, **style)
-            top = max(top, float(x[-1]))
+def spectrum_axes(ax: Axes, top: float, ylabel: str, title: str) -> None:
+    """Percentile axis (1 / (1 - p), log, up to ``top``) and a log latency axis."""
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ticks = [10.0**k for k in range(0, math.ceil(math.log10(top)) + 1)]
+    ticks = [10.0**k for k in range(0, math.ceil(math.log10(max(top, 10.0))) + 1)]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: _percentile_label(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -136,22 +131,37 @@ def plot_spectrum(ax: Axes, runs: Runs, labels: Sequence[str]) -> None:
     ax.yaxis.set_major_formatter(_ns_formatter())
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("percentile")
-    ax.set_ylabel("latency (from intended send)")
-    ax.set_title("Latency by percentile")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, which="major", alpha=0.4)
 
 
-def plot_over_time(ax: Axes, runs: Runs, labels: Sequence[str]) -> None:
+def plot_spectrum(ax: Axes, runs: Runs, labels: Sequence[str],
+                  ylabel: str = "latency (from intended send)",
+                  title: str = "Latency by percentile") -> None:
+    """Latency against percentile on the 1 / (1 - p) axis, one line per run."""
+    top = 10.0
+    for (_, r), label, style in zip(runs, labels, _styles(runs), strict=True):
+        x, y = spectrum(r.histograms.get("latency", ""))
+        if x.size:
+            ax.plot(x, y, label=label, linewidth=1.3, **style)
+            top = max(top, float(x[-1]))
+    spectrum_axes(ax, top, ylabel, title)
+
+
+def plot_over_time(ax: Axes, runs: Runs, labels: Sequence[str],
+                   ylabel: str = "deliveries/s",
+                   title: str = "Deliveries per second over time") -> None:
     """Deliveries per second, second by second."""
     for (_, r), label, style in zip(runs, labels, _styles(runs), strict=True):
         secs = [s.second + 1 for s in r.series]
         ax.plot(secs, [s.delivered for s in r.series], marker=".", label=label, linewidth=1.2,
                 **style)
     ax.set_xlabel("second of the measurement")
-    ax.set_ylabel("deliveries/s")
+    ax.set_ylabel(ylabel)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_count(v)))
     ax.set_ylim(bottom=0)
-    ax.set_title("Deliveries per second over time")
+    ax.set_title(title)
     ax.grid(True, alpha=0.4)
 
 
@@ -219,7 +229,7 @@ def plot_sweep(ax_rate: Axes, ax_p99: Axes, groups: dict[str, list[Any]],
 def figure(runs: Runs) -> Figure:
     """The whole picture: per panel of at most eight runs, the spectrum and deliveries over
     time side by side (small multiples past eight runs); then the sweep panels if any."""
-    labels = _labels(runs)
+    labels = run_labels(runs)
     groups = sweep_groups(runs)
     pairs = list(zip(runs, labels, strict=True))
     panels = chunks(pairs) or [[]]

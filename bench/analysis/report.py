@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from msgbench.analysis.labels import format_rate, variant
+from msgbench.analysis.sections import Section, md_table
 from msgbench.analysis.units import format_count, format_ns
 from msgbench.results.model import ResultError, RunResult, load
 
@@ -173,7 +174,9 @@ def render_plain_table(headers: Sequence[str], numeric: frozenset[int],
     newline."""
     t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
     for i, h in enumerate(headers):
-        t.add_column(h, justify="right" if i in numeric else "left", overflow="fold")
+        # Figures never wrap (half a number on the next line misreads); words fold instead.
+        t.add_column(h, justify="right" if i in numeric else "left", overflow="fold",
+                     no_wrap=i in numeric)
     for row in body:
         t.add_row(*row)
     buf = io.StringIO()
@@ -186,19 +189,9 @@ def render_text(rows: Sequence[Row], title: str | None = None) -> str:
     return render_plain_table(HEADERS, _NUMERIC, [cells(r) for r in rows], title)
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def render_md(rows: Sequence[Row]) -> str:
     """A GitHub Markdown table."""
-    lines = ["| " + " | ".join(HEADERS) + " |"]
-    lines.append(
-        "|" + "|".join("---:" if i in _NUMERIC else "---" for i in range(len(HEADERS))) + "|"
-    )
-    for row in rows:
-        lines.append("| " + " | ".join(_md_escape(c) for c in cells(row)) + " |")
-    return "\n".join(lines) + "\n"
+    return md_table(HEADERS, _NUMERIC, [cells(r) for r in rows])
 
 
 def render_csv(rows: Sequence[Row]) -> str:
@@ -289,3 +282,97 @@ def render(rows: Sequence[Row], fmt: str, title: str = "msgbench results") -> st
     if fmt == "html":
         return render_html(rows, (), title)
     raise ValueError(f"unknown format {fmt!r}")
+
+
+# --- runs of every pattern -------------------------------------------------------------
+
+PATTERNS = ("broadcast", "tasks", "rpc")
+"""Patterns in the order their tables come; each has its own columns."""
+Runs = Sequence[tuple[Path, RunResult]]
+
+
+def pattern_of(r: RunResult) -> str:
+    """The run's pattern (files from before patterns existed are ``broadcast``)."""
+    return str(r.config.get("pattern") or "broadcast")
+
+
+def by_pattern(runs: Runs) -> dict[str, list[tuple[Path, RunResult]]]:
+    """``runs`` split by pattern, in :data:`PATTERNS` order (unknown patterns last), each
+    keeping the given order."""
+    out: dict[str, list[tuple[Path, RunResult]]] = {}
+    for p, r in runs:
+        out.setdefault(pattern_of(r), []).append((p, r))
+    order = {name: i for i, name in enumerate(PATTERNS)}
+    return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
+def pattern_sections(pattern: str, runs: Runs) -> list[Section]:
+    """The tables of one pattern's task or request/reply runs (none for broadcast)."""
+    if pattern == "tasks":
+        from msgbench.analysis import task_report
+
+        return task_report.sections(runs, REASON_CHARS)
+    if pattern == "rpc":
+        from msgbench.analysis import rpc_report
+
+        return rpc_report.sections(runs, REASON_CHARS)
+    return []
+
+
+def section_html(s: Section) -> str:
+    """A section as a heading and an HTML table."""
+    return f"<h2>{html.escape(s.title)}</h2>" + html_table(s.headers, s.numeric, s.body,
+                                                            s.row_classes)
+
+
+def split_rows(runs: Runs) -> tuple[list[Row], list[Section]]:
+    """The broadcast table's rows (runs of other patterns never go there: their columns
+    would be wrong) and the other patterns' tables."""
+    rows, sections = [], []
+    for pattern, these in by_pattern(runs).items():
+        if pattern in ("tasks", "rpc"):
+            sections += pattern_sections(pattern, these)
+        else:
+            rows += [Row.from_result(p, r) for p, r in these]
+    return rows, sections
+
+
+def render_csv_runs(runs: Runs) -> str:
+    """CSV of runs of one pattern, in that pattern's columns.
+
+    Raises :class:`ResultError` for runs of several patterns: one CSV has one header.
+    """
+    groups = by_pattern(runs)
+    if len(groups) > 1:
+        counts = ", ".join(f"{k} ({len(v)} file{'s' if len(v) > 1 else ''})"
+                           for k, v in groups.items())
+        raise ResultError(f"-f csv takes runs of one pattern (one header each), these are "
+                          f"{counts}: report them apart")
+    pattern, these = next(iter(groups.items()), ("broadcast", []))
+    if pattern == "tasks":
+        from msgbench.analysis import task_report
+
+        return task_report.render_csv(these)
+    if pattern == "rpc":
+        from msgbench.analysis import rpc_report
+
+        return rpc_report.render_csv(these)
+    return render_csv([Row.from_result(p, r) for p, r in these])
+
+
+def render_runs(runs: Runs, fmt: str, title: str = "msgbench results") -> str:
+    """Runs of any patterns in ``fmt`` (not html: see ``report_cmd.html_page``): broadcast
+    runs in the run table, task and request/reply runs in their own tables after it.
+
+    Raises :class:`ResultError` for ``csv`` over several patterns.
+    """
+    if fmt == "csv":
+        return render_csv_runs(runs)
+    rows, sections = split_rows(runs)
+    parts = [render(rows, fmt, title)] if rows else []
+    for s in sections:
+        if fmt == "md":
+            parts.append(f"### {s.title}\n\n" + md_table(s.headers, s.numeric, s.body))
+        else:
+            parts.append(render_plain_table(s.headers, s.numeric, s.body, f"{title}: {s.title}"))
+    return "\n".join(parts)

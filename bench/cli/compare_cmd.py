@@ -1,8 +1,10 @@
 """``msgbench compare BASE NEW`` and ``msgbench ci``: a regression gate that proves its verdicts.
 
-One primary metric, CPU-ns per delivered message over every process, gated at
-``--max-slowdown``; latency percentiles are reported and gated only when a
-limit is given. Exit 0 pass (or inconclusive, said so), 1 regression, 2 error.
+One primary metric, CPU-ns per delivered message over every process (per task
+completed for task runs, per reply matched for request/reply runs), gated at
+``--max-slowdown``; latency percentiles (completion, round trip) are reported and
+gated only when a limit is given. Runs of different patterns are never compared.
+Exit 0 pass (or inconclusive, said so), 1 regression, 2 error.
 The statistics are in :mod:`msgbench.analysis.stats_tests`, the block runner
 in :mod:`msgbench.orchestration.ci`; this module only parses and prints.
 """
@@ -22,7 +24,6 @@ from rich.console import Console
 from rich.table import Table
 
 from msgbench.analysis.gate import (
-    PRIMARY,
     CompareError,
     Limits,
     Verdict,
@@ -33,6 +34,8 @@ from msgbench.analysis.gate import (
     comparisons,
     evaluate,
     final,
+    is_cpu_metric,
+    is_latency_metric,
 )
 from msgbench.analysis.report import load_all
 from msgbench.analysis.stats_tests import (
@@ -72,9 +75,9 @@ STYLE = {REGRESSION: "red", PASS: "green", INCONCLUSIVE: "yellow", "info": "dim"
 
 
 def _fmt(metric: str, value: float) -> str:
-    if metric == PRIMARY:
+    if is_cpu_metric(metric):
         return f"{value:.1f} ns"
-    return format_ns(value) if metric.startswith("p") else format_count(value)
+    return format_ns(value) if is_latency_metric(metric) else format_count(value)
 
 
 def verdict_table(verdicts: Sequence[Verdict]) -> Table:
@@ -172,7 +175,8 @@ def limit_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--allow-degraded-baseline", is_flag=True,
                      help="Use baseline runs that lost messages or did not finish cleanly."),
         click.option("--allow-mixed", is_flag=True,
-                     help="Compare runs of different patterns, hosts or CPU models."),
+                     help="Compare runs of different hosts or CPU models (never of "
+                     "different patterns)."),
     ]
     for opt in reversed(opts):
         f = opt(f)

@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from msgbench.analysis.rpc_report import LEG_NAMES, responder_shares
+from msgbench.analysis.task_report import QUEUE_WAIT, QUEUE_WAIT_UNCORRECTED, SERVICE
 from msgbench.analysis.units import format_count, format_ns
 from msgbench.results.model import RunResult, SecondStats
 
@@ -52,13 +54,106 @@ def _process_cell(p: dict[str, Any]) -> str:
     return f"{cpu:.2f} s CPU{share}  peak {p['peak_rss_bytes'] / 2**20:.0f} MiB"
 
 
+def _spread(summary: dict[str, Any], keys: tuple[str, ...] = ("p50", "p99")) -> str:
+    return "  ".join(f"{k} {format_ns(summary[k])}" for k in keys)
+
+
+ALL_PERCENTILES = ("p50", "p90", "p99", "p999", "max")
+
+
+def _broadcast_rows(t: Table, result: RunResult) -> None:
+    """Counts, rate and latency of a fan-out run."""
+    s, n = result.summary, result.summary.counters
+    t.add_row("published", f"{n.published:,}")
+    t.add_row("expected / delivered", f"{n.expected:,} / {n.delivered:,}")
+    t.add_row("lost / duplicated / reordered", f"{n.lost:,} / {n.duplicated:,} / {n.reordered:,}")
+    if n.redelivered:
+        t.add_row("redelivered (at-least-once)", f"{n.redelivered:,}")
+    if result.config.get("churn_period_s"):
+        t.add_row("  lost while away (churn)", f"{n.lost_during_churn:,}")
+    t.add_row("deliveries/s", f"{format_count(s.deliveries_per_s)}  ({s.mb_per_s:.1f} MB/s)")
+    t.add_row("latency (from intended send)" if result.latency_mode == "open-loop"
+              else "latency (closed loop: saturated)", _spread(s.latency_ns, ALL_PERCENTILES))
+    t.add_row("  uncorrected (from actual send)", _spread(s.latency_uncorrected_ns))
+
+
+def _publish_delay_row(t: Table, result: RunResult) -> None:
+    d = result.summary.publish_delay_ns
+    if d["count"]:
+        t.add_row("  publish delay (actual - intended)", _spread(d, ("p50", "p99", "max")))
+
+
+def _task_rows(t: Table, result: RunResult) -> None:
+    """The ledger, tasks/s, completion, queue wait and service, and each group's fairness."""
+    s, n = result.summary, result.summary.counters
+    t.add_row("submitted / completed (unique)", f"{n.published:,} / {n.delivered:,}")
+    t.add_row("lost / duplicated / redelivered / orphaned",
+              f"{n.lost:,} / {n.duplicated:,} / {n.redelivered:,} / {n.orphaned:,}")
+    t.add_row("tasks/s", f"{format_count(s.deliveries_per_s)}  "
+              f"({format_count(s.msgs_per_cpu_s)} per CPU-second)")
+    t.add_row("completion (from intended submit)", _spread(s.latency_ns, ALL_PERCENTILES))
+    t.add_row("  uncorrected (from actual send)", _spread(s.latency_uncorrected_ns))
+    _publish_delay_row(t, result)
+    wait, raw = result.legs.get(QUEUE_WAIT), result.legs.get(QUEUE_WAIT_UNCORRECTED)
+    if wait and wait.get("count"):
+        extra = f"  (from actual send p99 {format_ns(raw['p99'])})" if raw and raw.get(
+            "count") else ""
+        t.add_row("  queue wait (submit -> worker)", _spread(wait) + extra)
+    service = result.legs.get(SERVICE)
+    if service and service.get("count"):
+        t.add_row("  service (worker's time)", _spread(service))
+    for name, g in result.groups.items():
+        shares = "/".join(f"{x:,}" for x in g["shares"])
+        ratio = f"{g['max_min']:.2f}" if g.get("max_min") is not None else "inf"
+        busy = ", ".join(f"{u:.0%}" for u in g["utilisation"])
+        t.add_row(f"group {name}", f"tasks per member {shares}  Jain {g['jain']:.3f}  "
+                  f"max/min {ratio}  busy {busy}")
+        if g.get("held_max"):
+            t.add_row("", "most held at once " + "/".join(str(h) for h in g["held_max"]))
+        idle = g.get("idle_with_backlog_s")
+        if idle is not None:
+            total = g.get("idle_with_backlog_total_s", sum(idle))
+            t.add_row("", f"idle while tasks waited {total:.2f} s  ("
+                      + ", ".join(f"{x:.2f}" for x in idle) + " s)")
+        if g.get("recovery_s") is not None:
+            t.add_row("", f"first task delivered again {g['recovery_s'] * 1e3:.0f} ms after "
+                      "the kill")
+
+
+def _rpc_rows(t: Table, result: RunResult) -> None:
+    """Requests, the reply ledger, requests/s, the round trip and its legs, responders."""
+    s, n, cfg = result.summary, result.summary.counters, result.config
+    t.add_row("requests sent / replies matched", f"{n.published:,} / {n.delivered:,}")
+    t.add_row("timeouts / late / orphan", f"{n.timeouts:,} / {n.late:,} / "
+              f"{n.orphan_replies:,}  (--timeout {cfg.get('timeout_s', 1.0):g} s)")
+    t.add_row("misrouted / duplicated", f"{n.misrouted:,} / {n.duplicated:,}")
+    t.add_row("requests/s", f"{format_count(s.deliveries_per_s)}  "
+              f"({format_count(s.msgs_per_cpu_s)} per CPU-second)")
+    inflight = cfg.get("inflight")
+    label = ("round trip (from intended send)" if result.latency_mode == "open-loop" else
+             f"round trip (closed loop, --inflight {inflight})" if inflight else
+             "round trip (closed loop)")
+    t.add_row(label, _spread(s.latency_ns, ALL_PERCENTILES))
+    t.add_row("  from actual send", _spread(s.latency_uncorrected_ns))
+    _publish_delay_row(t, result)
+    if result.legs:
+        t.add_row("  legs (p50 / p99)", "   ".join(
+            f"{LEG_NAMES.get(name, name)} {format_ns(leg['p50'])} / {format_ns(leg['p99'])}"
+            for name, leg in result.legs.items() if leg["count"]))
+    shares = responder_shares(result)
+    if shares:
+        t.add_row("answered per responder", "/".join(f"{a:,}" for _, a, _ in shares) + "  ("
+                  + "/".join(f"{x:.0%}" for _, _, x in shares) + ", warm-up included)")
+
+
 def summary_table(result: RunResult, path: str | None) -> Table:
-    """The end-of-run summary as a rich table."""
+    """The end-of-run summary as a rich table, with the rows of the run's pattern."""
     s = result.summary
     cfg = result.config
+    pattern = cfg.get("pattern") or "broadcast"
     rate = "max (closed loop)" if cfg["rate"] is None else f"{cfg['rate']:g}/s per publisher"
     roles = {"tasks": ("producer", "worker"), "rpc": ("requester", "responder")}
-    pub, sub = roles.get(cfg.get("pattern", "broadcast"), ("pub", "sub"))
+    pub, sub = roles.get(pattern, ("pub", "sub"))
     title = (
         f"msgbench {cfg['target']}: {cfg['pubs']} {pub} -> {cfg['subs']} {sub}, "
         f"{cfg['size']} B, rate {rate}, {cfg['duration_s']:g} s"
@@ -71,53 +166,17 @@ def summary_table(result: RunResult, path: str | None) -> Table:
     t.add_row("status", status)
     for reason in result.reasons:
         t.add_row("", f"[{style}]{reason}[/{style}]")
-    n = s.counters
-    t.add_row("published", f"{n.published:,}")
-    t.add_row("expected / delivered", f"{n.expected:,} / {n.delivered:,}")
-    t.add_row("lost / duplicated / reordered", f"{n.lost:,} / {n.duplicated:,} / {n.reordered:,}")
-    if n.redelivered:
-        t.add_row("redelivered (at-least-once)", f"{n.redelivered:,}")
-    if result.config.get("churn_period_s"):
-        t.add_row("  lost while away (churn)", f"{n.lost_during_churn:,}")
-    t.add_row("deliveries/s", f"{format_count(s.deliveries_per_s)}  ({s.mb_per_s:.1f} MB/s)")
-    lat = s.latency_ns
-    t.add_row(
-        "latency (from intended send)"
-        if result.latency_mode == "open-loop"
-        else "latency (closed loop: saturated)",
-        "  ".join(f"{k} {format_ns(lat[k])}" for k in ("p50", "p90", "p99", "p999", "max")),
-    )
-    raw = s.latency_uncorrected_ns
-    t.add_row(
-        "  uncorrected (from actual send)",
-        f"p50 {format_ns(raw['p50'])}  p99 {format_ns(raw['p99'])}",
-    )
-    if s.publish_delay_ns["count"]:
-        d = s.publish_delay_ns
-        t.add_row(
-            "  publish delay (actual - intended)",
-            f"p50 {format_ns(d['p50'])}  p99 {format_ns(d['p99'])}  max {format_ns(d['max'])}",
-        )
-    if result.legs:
-        t.add_row("  legs (p50 / p99)", "   ".join(
-            f"{name.removeprefix('rpc_').replace('_', ' ')} {format_ns(leg['p50'])} / "
-            f"{format_ns(leg['p99'])}" for name, leg in result.legs.items() if leg["count"]))
-    n_rpc = result.summary.counters
-    if cfg.get("pattern") == "rpc":
-        t.add_row("timeouts / late / orphan", f"{n_rpc.timeouts:,} / {n_rpc.late:,} / "
-                  f"{n_rpc.orphan_replies:,}  (--timeout {cfg.get('timeout_s', 1.0):g} s)")
-    for name, g in result.groups.items():
-        shares = "/".join(f"{x:,}" for x in g["shares"])
-        ratio = f"{g['max_min']:.2f}" if g.get("max_min") is not None else "inf"
-        busy = ", ".join(f"{u:.0%}" for u in g["utilisation"])
-        t.add_row(f"group {name}", f"tasks per member {shares}  Jain {g['jain']:.3f}  "
-                  f"max/min {ratio}  busy {busy}")
-        if g.get("recovery_s") is not None:
-            t.add_row("", f"first task delivered again {g['recovery_s'] * 1e3:.0f} ms after "
-                      "the kill")
+    if pattern == "tasks":
+        _task_rows(t, result)
+    elif pattern == "rpc":
+        _rpc_rows(t, result)
+    else:
+        _broadcast_rows(t, result)
+        _publish_delay_row(t, result)
+    per = {"tasks": "tasks", "rpc": "requests"}.get(pattern, "deliveries")
     t.add_row(
         "CPU (measured window)",
-        f"{s.cpu_s:.2f} s  ->  {format_count(s.msgs_per_cpu_s)} deliveries per CPU-second",
+        f"{s.cpu_s:.2f} s  ->  {format_count(s.msgs_per_cpu_s)} {per} per CPU-second",
     )
     for p in result.processes:
         t.add_row(f"  {p['role']}", _process_cell(p))
