@@ -155,3 +155,15 @@ def read_reply(payload: bytes) -> tuple[Envelope, ReplyStamp]:
         raise ValueError("payload is not a reply")
     responder, received, replied = REPLY_EXT.unpack_from(payload, HEADER_SIZE)
     return env, ReplyStamp(responder, received, replied)
+
+
+_STAMPS = struct.Struct("<QQ")
+_STAMPS_AT = 16
+"""Where a header's intended and sent times sit (after kind, topic, publisher, sequence)."""
+
+
+def restamp(payload: bytes, t_ns: int) -> bytes:
+    """``payload`` with its intended and sent times both set to ``t_ns``: for a closed-loop
+    send that waited for a free slot, whose batch was stamped when the batch was made."""
+    return payload[:_STAMPS_AT] + _STAMPS.pack(t_ns, t_ns) + payload[_STAMPS_AT + _STAMPS.size:]
+
