@@ -48,3 +48,15 @@ def test_closed_loop_keeps_at_most_n_in_flight_and_says_so(run_cli: Any) -> None
     # per responder, whatever the send loop would like
     assert 0 < s["deliveries_per_s"] <= 2 * 550
     assert doc["latency_mode"] == "closed-loop"
+
+
+def test_closed_loop_round_trip_obeys_littles_law(run_cli: Any) -> None:
+    """One call in flight: the mean round trip times the call rate is at most one. A
+    request stamped when its batch was made, not when its slot came free, once read
+    1.4 ms for a 25 us round trip."""
+    r = run_cli("run", "--pattern", "rpc", "--pubs", "1", "--subs", "1", "--inflight", "1",
+                "-d", "1s", "-w", "300ms", "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)["summary"]
+    assert s["delivered"] > 1000
+    assert s["latency_ns"]["mean"] / 1e9 * s["deliveries_per_s"] <= 1.05, s["latency_ns"]
