@@ -60,3 +60,19 @@ def test_closed_loop_round_trip_obeys_littles_law(run_cli: Any) -> None:
     s = json.loads(r.stdout)["summary"]
     assert s["delivered"] > 1000
     assert s["latency_ns"]["mean"] / 1e9 * s["deliveries_per_s"] <= 1.05, s["latency_ns"]
+
+
+def test_what_is_no_reply_is_an_error_and_a_reply_to_nothing_an_orphan() -> None:
+    from msgbench.run.replies import ReplySink
+    from msgbench.run.sink import Buffers
+    from msgbench.workload.envelope import HEADER, Kind, ReplyStamp, make_reply
+
+    sink = ReplySink(3, 0, Buffers(), True, 10**9, sent=lambda: 2)
+    request = [HEADER.pack(int(Kind.MEASURE), 0, 3, seq, 1, 1) + bytes(32) for seq in range(3)]
+    stamp = ReplyStamp(0, 2, 3)
+    sink.deliver([make_reply(request[0], stamp),  # matched
+                  request[1],                      # a request echoed back: no reply
+                  b"\x02short",                    # a corrupt frame
+                  make_reply(request[2], stamp)])  # seq 2 was never sent: an orphan
+    c = sink.counters()
+    assert (c.delivered, c.errors, c.orphan_replies) == (1, 2, 1)

@@ -52,6 +52,9 @@ class Counters:
     """Requests with no reply within ``--timeout``: set once, at the end."""
     orphan_replies: int = 0
     """Replies to a request their requester never sent."""
+    errors: int = 0
+    """What came back to a requester that is no reply at all (too short, not flagged as a
+    reply: a request echoed, a corrupt frame)."""
     lost_during_churn: int = 0
     """Part of ``lost`` published while its subscriber was away (``--churn``)."""
     disconnected_subscribers: int = 0

@@ -63,6 +63,8 @@ class RpcRow:
     orphan_replies: int
     misrouted: int
     duplicated: int
+    errors: int
+    """What came back that was no reply at all."""
     round_trip: tuple[int | None, ...]
     """From the intended send: p50, p99, p99.9, max."""
     from_actual: tuple[int | None, ...]
@@ -83,7 +85,7 @@ class RpcRow:
             requests_per_s=s.deliveries_per_s, requests_per_cpu_s=s.msgs_per_cpu_s,
             sent=n.published, matched=n.delivered, timeouts=n.timeouts, late=n.late,
             orphan_replies=n.orphan_replies, misrouted=n.misrouted, duplicated=n.duplicated,
-            round_trip=tuple(pct(lat, k) for k in ("p50", "p99", "p999", "max")),
+            errors=n.errors, round_trip=tuple(pct(lat, k) for k in ("p50", "p99", "p999", "max")),
             from_actual=tuple(pct(raw, k) for k in ("p50", "p99", "p999")),
             legs=tuple(pct(r.legs.get(leg), k) for leg in LEGS for k in ("p50", "p99")),
         )
@@ -102,7 +104,7 @@ def responder_shares(r: RunResult) -> list[tuple[int, int, float]]:
 RUN_HEADERS = (
     "target", "variant", "req x resp", "rate", "loop", "requests/s",
     "requests/CPU-s", "sent", "matched", "timeouts", "late", "orphan", "misrouted",
-    "dup", "status", "first limit",
+    "dup", "errors", "status", "first limit",
 )
 LATENCY_HEADERS = (
     "target", "variant", "req x resp", "loop", "round trip p50 / p99 / p99.9 / max",
@@ -119,7 +121,7 @@ def sections(runs: Sequence[tuple[Path | str, RunResult]], reason_chars: int) ->
         r.target, r.variant, f"{r.requesters} x {r.responders}", format_rate(r.rate), r.loop,
         format_count(r.requests_per_s), format_count(r.requests_per_cpu_s), whole(r.sent),
         whole(r.matched), whole(r.timeouts), whole(r.late), whole(r.orphan_replies),
-        whole(r.misrouted), whole(r.duplicated),
+        whole(r.misrouted), whole(r.duplicated), whole(r.errors),
         status_text(r.status, r.partial, r.reasons, reason_chars), cut_limit(r.limit, reason_chars),
     ) for r in rows)
     latency = tuple((
@@ -144,7 +146,8 @@ def sections(runs: Sequence[tuple[Path | str, RunResult]], reason_chars: int) ->
 CSV_HEADERS = (
     "file", "target", "variant", "requesters", "responders", "rate", "latency_mode",
     "inflight", "timeout_s", "requests_per_s", "requests_per_cpu_s", "sent", "matched",
-    "timeouts", "late", "orphan_replies", "misrouted", "duplicated", "round_trip_p50_ns",
+    "timeouts", "late", "orphan_replies", "misrouted", "duplicated", "errors",
+    "round_trip_p50_ns",
     "round_trip_p99_ns", "round_trip_p999_ns", "round_trip_max_ns", "from_actual_p50_ns",
     "from_actual_p99_ns", "from_actual_p999_ns",
     *(f"{leg.removeprefix('rpc_')}_{k}_ns" for leg in LEGS for k in ("p50", "p99")),
@@ -164,7 +167,8 @@ def render_csv(runs: Sequence[tuple[Path | str, RunResult]]) -> str:
             r.name, r.target, r.variant, r.requesters, r.responders,
             "max" if r.rate is None else r.rate, res.latency_mode, res.config.get("inflight"),
             r.timeout_s, r.requests_per_s, r.requests_per_cpu_s, r.sent, r.matched,
-            r.timeouts, r.late, r.orphan_replies, r.misrouted, r.duplicated, *r.round_trip,
+            r.timeouts, r.late, r.orphan_replies, r.misrouted, r.duplicated, r.errors,
+            *r.round_trip,
             *r.from_actual, *r.legs, [a for _, a, _ in responder_shares(res)] or None,
             r.status, r.partial, r.limit, "; ".join(r.reasons),
         )])

@@ -126,7 +126,8 @@ def _rpc_rows(t: Table, result: RunResult) -> None:
     t.add_row("requests sent / replies matched", f"{n.published:,} / {n.delivered:,}")
     t.add_row("timeouts / late / orphan", f"{n.timeouts:,} / {n.late:,} / "
               f"{n.orphan_replies:,}  (--timeout {cfg.get('timeout_s', 1.0):g} s)")
-    t.add_row("misrouted / duplicated", f"{n.misrouted:,} / {n.duplicated:,}")
+    t.add_row("misrouted / duplicated / errors",
+              f"{n.misrouted:,} / {n.duplicated:,} / {n.errors:,}")
     t.add_row("requests/s", f"{format_count(s.deliveries_per_s)}  "
               f"({format_count(s.msgs_per_cpu_s)} per CPU-second)")
     inflight = cfg.get("inflight")

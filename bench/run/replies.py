@@ -5,7 +5,8 @@ hands each to the fan-out accounting of :class:`~msgbench.run.sink.SubscriberSin
 (duplicates, misrouted replies) after looking at what only a reply carries:
 
 * a reply to a sequence number this requester never sent is an **orphan**
-  (counted, not delivered);
+  (counted, not delivered); what is no reply at all (too short, not flagged) is an
+  **error** (counted, not delivered);
 * a reply later than ``--timeout`` after its request left is **late** (still
   matched: a timed-out request is owed no reply, but one came);
 * the **legs** on the host's one clock, from the stamp the responder adds:
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 from msgbench.accounting.counters import Counters
 from msgbench.run.sink import Buffers, SubscriberSink
-from msgbench.workload.envelope import HEADER, REPLY_EXT, REPLY_SIZE, Kind
+from msgbench.workload.envelope import HEADER, REPLY_EXT, REPLY_FLAG, REPLY_SIZE, Kind
 
 LEGS = ("rpc_request_leg", "rpc_service", "rpc_reply_leg")
 """Names of the legs' histograms, in the result's ``histograms`` and ``legs``."""
@@ -42,6 +43,7 @@ class ReplySink(SubscriberSink):
         self._sent = sent
         self.late = 0
         self.orphans = 0
+        self.errors = 0
         self.replies = 0
         """Replies received, of any kind: the requester's in-flight count is sent - this."""
         self.answered = asyncio.Event()
@@ -56,8 +58,8 @@ class ReplySink(SubscriberSink):
         keep = []
         req, svc, rep = (leg.append for leg in self._legs)
         for p in items:
-            if len(p) < REPLY_SIZE:
-                keep.append(p)  # not a reply: the accounting below says what it is
+            if len(p) < REPLY_SIZE or not p[1] & REPLY_FLAG:
+                self.errors += 1  # no reply at all: neither matched nor owed anything
                 continue
             kind, _, pub, seq, _, sent = unpack(p)
             if pub == self.sub_id and seq >= sent_so_far:
@@ -86,4 +88,5 @@ class ReplySink(SubscriberSink):
     def counters(self) -> Counters:
         """Fan-out counters plus the late and orphan replies."""
         c = super().counters()
-        return Counters(**{**c.to_json(), "late": self.late, "orphan_replies": self.orphans})
+        return Counters(**{**c.to_json(), "late": self.late, "orphan_replies": self.orphans,
+                           "errors": self.errors})

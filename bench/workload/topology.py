@@ -164,6 +164,8 @@ class Topology:
             out.append(f"{c.timeouts} of {c.expected} requests timed out{late}")
         if c.orphan_replies:
             out.append(f"{c.orphan_replies} replies to requests never sent (orphans)")
+        if c.errors:
+            out.append(f"{c.errors} answers that were no reply at all (errors)")
         if c.duplicated:
             done = {Pattern.BROADCAST: "deliveries duplicated", Pattern.TASKS: "tasks done twice",
                     Pattern.RPC: "duplicate replies"}[self.pattern]
