@@ -92,7 +92,8 @@ def _role(role: str, url: str, reply: str, seconds: float) -> None:
             got = r.brpop(["bare:req"], timeout=1)
             if got is None:
                 continue
-            addr, _, body = got[1].partition(b"|")
+            raw: bytes = got[1]
+            addr, _, body = raw.partition(b"|")
             if reply == "pubsub":
                 r.publish(addr, body)
             else:
@@ -100,7 +101,7 @@ def _role(role: str, url: str, reply: str, seconds: float) -> None:
         return
     sub = None
     if reply == "pubsub":
-        sub = r.pubsub()
+        sub = r.pubsub()  # type: ignore[no-untyped-call]
         sub.subscribe("bare:rep")
         sub.get_message(timeout=1)
     rtts = []
