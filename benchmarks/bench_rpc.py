@@ -92,7 +92,7 @@ def _role(role: str, url: str, reply: str, seconds: float) -> None:
             got = r.brpop(["bare:req"], timeout=1)
             if got is None:
                 continue
-            raw: bytes = got[1]
+            raw = bytes(got[1]) if not isinstance(got[1], str) else got[1].encode()
             addr, _, body = raw.partition(b"|")
             if reply == "pubsub":
                 r.publish(addr, body)
