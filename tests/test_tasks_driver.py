@@ -105,10 +105,10 @@ def test_idle_with_backlog_counts_idle_time_only_while_tasks_wait_elsewhere() ->
     ms = 1_000_000
 
     def second(k: int, published: int, m0: list[int], m1: list[int],
-               depth: dict[str, list[int | None]] | None = None) -> None:
+               depth: dict[str, list[int | None]] | None = None, held0: int = 0) -> None:
         agg.add_report(Report(0, k, counters=Counters(published=published).to_json(),
-                              members=[[0, *m0]], depth=depth or {}))
-        agg.add_report(Report(1, k, members=[[1, *m1]]))
+                              members=[[0, *m0, held0]], depth=depth or {}))
+        agg.add_report(Report(1, k, members=[[1, *m1, 0]]))
 
     # 0: member 1 idle 400 ms while member 0 held 3 queued behind its task all along
     second(0, 10, [0, 3, 10], [400 * ms, 0, 0])
@@ -120,7 +120,12 @@ def test_idle_with_backlog_counts_idle_time_only_while_tasks_wait_elsewhere() ->
     # 4-5: 40 submitted and not received by anyone at both ends of second 5 (a pipe)
     second(4, 50, [0, 0, 10], [0, 0, 0])
     second(5, 10, [0, 0, 10], [300 * ms, 0, 0])
-    assert agg.idle_with_backlog([0, 1], "g0") == pytest.approx([0.1, 0.7])
+    # 6-8: everything received; 7: member 0 held 30 behind its task at both ends (its
+    # fewest 0: it took them in batches), so member 1's idle counts; 8: it held none
+    second(6, 0, [0, 0, 40], [0, 0, 0], held0=30)
+    second(7, 0, [0, 0, 0], [250 * ms, 0, 0], held0=30)
+    second(8, 0, [0, 0, 0], [500 * ms, 0, 0], held0=0)
+    assert agg.idle_with_backlog([0, 1], "g0") == pytest.approx([0.1, 0.95])
     assert agg.queue_depth(3) == (2, 1) and agg.queue_depth(1) == (None, None)
     assert agg.queue_depth(2) == (5, None)
 

@@ -120,9 +120,9 @@ class Aggregator:
         self.received: dict[str, list[dict[str, Any]]] = defaultdict(list)
         """Per shared group, its members' encoded received sets (from Done)."""
         self.events: list[str] = []
-        self.member_seconds: dict[int, dict[int, tuple[int, int, int]]] = defaultdict(dict)
+        self.member_seconds: dict[int, dict[int, tuple[int, int, int, int]]] = defaultdict(dict)
         """Per measured second, per group member: (idle ns, fewest tasks held waiting, MEASURE
-        tasks received)."""
+        tasks received, tasks held waiting at the second's end)."""
         self.depth_seconds: dict[int, dict[str, Sequence[int | None]]] = defaultdict(dict)
         """Per measured second, per group: its queue's [waiting, unacked] at the second's end."""
 
@@ -139,10 +139,10 @@ class Aggregator:
         for name, text in r.extra.items():
             self.extra.setdefault(name, Histogram()).add(Histogram.decode(text))
         if r.second >= 0:
-            for sub, idle_ns, fewest, taken in r.members:
-                was = self.member_seconds[r.second].get(sub, (0, fewest, 0))
+            for sub, idle_ns, fewest, taken, held in r.members:
+                was = self.member_seconds[r.second].get(sub, (0, fewest, 0, 0))
                 self.member_seconds[r.second][sub] = (was[0] + idle_ns, min(was[1], fewest),
-                                                      was[2] + taken)
+                                                      was[2] + taken, held)
             self.depth_seconds[r.second].update(r.depth)
         if r.second >= 0 and (c.delivered or c.published or c.gaps or c.expected):
             s = self.seconds[r.second]
@@ -219,10 +219,11 @@ class Aggregator:
         """Seconds each member sat with nothing in hand while tasks of its group waited
         elsewhere. Per report second, a member's idle time counts when, all that second,
         another member held tasks queued behind the one it worked on; or the group's queue
-        (``Client.queue_depth``) was not empty at the second's start and end; or more tasks
-        than :meth:`_in_transit` were submitted and not yet received by any member at both
-        ends (a ZeroMQ pipe, a broker's queue; so not in the first measured second, whose
-        start is not known). A lower bound: shorter waits go unseen."""
+        (``Client.queue_depth``) was not empty at the second's start and end; or, at both
+        ends, more tasks than :meth:`_in_transit` waited: submitted and not yet received by
+        any member (a ZeroMQ pipe, a broker's queue) or held behind another member's task
+        (not in the first measured second, whose start is not known). A lower bound:
+        shorter waits go unseen."""
         idle = [0] * len(members)
         topic = self.topology.groups().get(group)
         allowance = self._in_transit(len(members))
@@ -232,18 +233,18 @@ class Aggregator:
             subs = self.member_seconds.get(k, {})
             sec = self.seconds.get(k)
             published += self._published_to(sec, topic) if sec is not None else 0
-            taken += sum(subs.get(m, (0, 0, 0))[2] for m in members)
-            in_design = published - taken
+            taken += sum(subs.get(m, (0, 0, 0, 0))[2] for m in members)
+            in_design = published - taken + sum(subs.get(m, (0, 0, 0, 0))[3] for m in members)
             before = self.depth_seconds.get(k - 1, {}).get(group)
             after = self.depth_seconds.get(k, {}).get(group)
             queued = (min(before[0], after[0]) if before and after and before[0] is not None
                       and after[0] is not None else 0)
             piled = min(design_before, in_design) > allowance
             design_before = in_design
-            held = {m: subs.get(m, (0, 0, 0)) for m in members}
-            total = sum(f for _, f, _ in held.values())
+            held = {m: subs.get(m, (0, 0, 0, 0)) for m in members}
+            total = sum(f for _, f, _, _ in held.values())
             for i, m in enumerate(members):
-                idle_ns, fewest, _ = held[m]
+                idle_ns, fewest, _, _ = held[m]
                 if queued > 0 or piled or total - fewest > 0:
                     idle[i] += idle_ns
         return [x / 1e9 for x in idle]

@@ -76,8 +76,8 @@ class Report:
     events: list[str] = field(default_factory=list)
     members: list[list[int]] = field(default_factory=list)
     """Per shared-group member of this worker: ``[sub id, idle ns in the window, fewest
-    tasks it held waiting, MEASURE tasks it received]`` over the interval (see
-    ``GroupSink.interval``)."""
+    tasks it held waiting, MEASURE tasks it received]`` over the interval and the tasks it
+    holds waiting at its end (see ``GroupSink.interval``)."""
     depth: dict[str, list[int | None]] = field(default_factory=dict)
     """Per group this worker samples: its queue's ``[waiting, unacked]`` (None: unknown)."""
 

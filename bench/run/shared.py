@@ -158,14 +158,14 @@ class GroupSink(Sink):
     def _in_window(self, start: int, end: int) -> int:
         return max(0, min(end, self.measure_end_ns) - max(start, self.measure_start_ns))
 
-    def interval(self, now: int) -> tuple[int, int, int]:
+    def interval(self, now: int) -> tuple[int, int, int, int]:
         """This member's idle nanoseconds (inside the measured window), the fewest tasks it
         held waiting behind the one in work, and the MEASURE tasks it received, since the
-        previous call; then starts anew."""
+        previous call, and the tasks it holds waiting now; then starts anew."""
         if self._idle_since is not None:
             self._idle_ns += self._in_window(self._idle_since, now)
             self._idle_since = now
-        out = (self._idle_ns, self._fewest_waiting, self._taken)
+        out = (self._idle_ns, self._fewest_waiting, self._taken, max(0, self.in_hand - 1))
         self._idle_ns = 0
         self._taken = 0
         self._fewest_waiting = max(0, self.in_hand - 1)
