@@ -85,7 +85,7 @@ SINGLE_RUN_SHARE = 0.25
 """Of the tasks and rpc shares: the single runs (fairness, one call in flight); the capacity
 searches get the rest."""
 SECTIONS = {"broadcast": ("capacity", "fanout", "size"), "tasks": ("tasks",), "rpc": ("rpc",)}
-"""``--sections`` names and the directories of ``published/`` each one writes."""
+"""``--sections`` names, and the :data:`SHARES` and directories of ``published/`` of each."""
 TASK_PRODUCERS, TASK_WORKERS, TASK_START_RATE = 2, 4, 1000.0
 TASK_FAIR_RATE, TASK_WORK, SLOW_WORKER = "500", "fixed:1ms", "0:x10"
 """The fairness runs: 2 x 500/s of 1 ms tasks, worker 0 ten times slower."""
@@ -108,6 +108,12 @@ class Settings:
     task_designs: tuple[str, ...] = ()
     rpc_designs: tuple[str, ...] = ()
     sections: tuple[str, ...] = tuple(SECTIONS)
+
+    def seconds(self, share: str) -> float:
+        """The budget of one of :data:`SHARES`: its part of ``budget_s``, the shares of the
+        sections not measured now handed out in proportion to the others."""
+        chosen = sum(SHARES[d] for name in self.sections for d in SECTIONS[name])
+        return self.budget_s * SHARES[share] / (chosen or 1.0)
 
 
 def ready_targets() -> dict[str, frozenset[Capability]]:
@@ -188,12 +194,12 @@ def measure_broadcast(s: Settings, staging: Path, err: Console) -> None:
     cap_dir, fan_dir, size_dir = staging / "capacity", staging / "fanout", staging / "size"
     refused = set()
     for flags in s.designs:
-        if _search(flags, s.pubs, s.subs, 64, s, s.budget_s * SHARES["capacity"] / n, cap_dir,
+        if _search(flags, s.pubs, s.subs, 64, s, s.seconds("capacity") / n, cap_dir,
                    1000.0, True, 0.1, err):
             refused.add(flags)
     designs = [d for d in s.designs if d not in refused]
-    per_run = s.budget_s * SHARES["fanout"] / max(1, n * len(s.fanout_subs))
-    fanout_ends = time.monotonic() + s.budget_s * SHARES["fanout"]
+    per_run = s.seconds("fanout") / max(1, n * len(s.fanout_subs))
+    fanout_ends = time.monotonic() + s.seconds("fanout")
     runner = Runner()
     for flags in designs:
         for subs in s.fanout_subs:
@@ -216,7 +222,7 @@ def measure_broadcast(s: Settings, staging: Path, err: Console) -> None:
         start = found.get(flags) or 1000.0  # bigger messages rarely go faster than 64 B
         for size in sizes:
             _search(flags, s.pubs, s.subs, size, s,
-                    s.budget_s * SHARES["size"] / max(1, n * len(sizes)), size_dir, start,
+                    s.seconds("size") / max(1, n * len(sizes)), size_dir, start,
                     False, 0.25, err)
 
 
@@ -254,10 +260,12 @@ def _pattern(s: Settings, out: Path, err: Console, pattern: str, designs: tuple[
              size: tuple[int, int, float], single: dict[str, Cell]) -> None:
     """Capacity searches of ``pattern`` at ``size`` (pubs, subs, start rate) into
     ``out/capacity``, then the ``single`` runs of the designs that ran into ``out/<dir>``."""
-    n, skipped = max(1, len(designs)), []
-    search_s = s.budget_s * SHARES[pattern] * (1 - SINGLE_RUN_SHARE) / n
+    skipped: list[str] = []
     ran = []
-    for flags in designs:
+    ends = time.monotonic() + s.seconds(pattern) * (1 - SINGLE_RUN_SHARE)
+    for i, flags in enumerate(designs):
+        # what is left, shared by the designs still to come: a skipped one leaves its share
+        search_s = max(0.0, ends - time.monotonic()) / (len(designs) - i)
         why = _search(flags, size[0], size[1], 64, s, search_s, out / "capacity", size[2],
                       True, 0.1, err, ("--pattern", pattern))
         if why:
@@ -265,7 +273,7 @@ def _pattern(s: Settings, out: Path, err: Console, pattern: str, designs: tuple[
         else:
             ran.append(flags)
     sub = "fairness" if pattern == "tasks" else "one-call"
-    _single_runs(tuple(ran), single, out / sub, s.budget_s * SHARES[pattern] * SINGLE_RUN_SHARE,
+    _single_runs(tuple(ran), single, out / sub, s.seconds(pattern) * SINGLE_RUN_SHARE,
                  skipped, err)
     _note_skipped(out, skipped)
 

@@ -108,7 +108,7 @@ def test_tasks_and_rpc_sections_skip_a_design_that_does_not_carry_them(
     monkeypatch.setattr(script, "TASK_DESIGNS", (("inproc", "inproc"), ("redis", "redis")))
     monkeypatch.setattr(script, "RPC_DESIGNS", (("inproc", "inproc"), ("redis", "redis")))
     args = ["--results-dir", str(results), "--targets", "inproc,redis", "--sections",
-            "tasks,rpc", "--duration", "0.5s", "--warmup", "0s", "--budget", "100s"]
+            "tasks,rpc", "--duration", "0.5s", "--warmup", "0s", "--budget", "50s"]
     assert script.main(args) == 0
     published = results / "published"
     assert sorted(p.name for p in (published / "capacity").rglob("*.json")) == kept

@@ -78,10 +78,14 @@ def capacity_takeaway(rows: Sequence[tuple[str, CapacityRow]], unit: str,
     if not found:
         return "No design sustained any rate within the SLO here."
     name, best = max(found, key=lambda x: x[1].capacity or 0.0)
-    text = f"Highest capacity: **{name}** ({format_count(best.capacity or 0)} {unit}/s)"
+    text = (f"Highest capacity: **{name}** ({_bound(best)}{format_count(best.capacity or 0)} "
+            f"{unit}/s)")
     ref = next((r for n, r in found if n == reference), None)
     if ref is not None and ref is not best and ref.capacity:
-        text += f", {(best.capacity or 0) / ref.capacity:.1f} times {reference}"
+        text += (f", {(best.capacity or 0) / ref.capacity:.1f} times {reference} "
+                 f"({_bound(ref)}{format_count(ref.capacity)})")
+    if any(r.degraded for _, r in found):
+        text += " (`>=`: the search's budget ran out first, so a lower bound)"
     cheap = [(n, r.msgs_per_cpu_s) for n, r in found if r.msgs_per_cpu_s]
     if cheap:
         n, per = max(cheap, key=lambda x: x[1] or 0.0)
