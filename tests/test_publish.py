@@ -16,6 +16,7 @@ import pytest
 from msgbench.analysis import pattern_tables
 from msgbench.analysis.rpc_report import RpcRow
 from msgbench.analysis.task_report import TaskRow
+from msgbench.results.capacity import load_capacity
 from msgbench.results.model import load
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "publish_results.py"
@@ -115,6 +116,9 @@ def test_tasks_and_rpc_sections_skip_a_design_that_does_not_carry_them(
     for pattern, single, unit in (("tasks", "fairness", "tasks"), ("rpc", "one-call", "rpc")):
         caps = list((published / pattern / "capacity").glob("*.json"))
         assert [p.name for p in caps] == ["inproc-64B.json"]  # redis left no search behind
+        search = load_capacity(caps[0])
+        assert search.steps and search.environment  # its steps left results the loader takes
+        assert all("malformed" not in st.why for st in search.steps)
         assert len(list((published / pattern / single).glob("*.json"))) == 1
         skipped = (published / pattern / "skipped.txt").read_text()
         assert skipped.startswith("redis: ") and f"does not carry the {unit} pattern" in skipped
