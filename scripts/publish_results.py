@@ -1,8 +1,9 @@
 """Regenerate results/published/ and results/README.md: the tables that answer "which design
-for my broadcast path?".
+for my broadcast path?", "... for my task queue?" and "... for RPC?".
 
-For every design that can run here (inproc; redis; redis-streams; zmq mesh and proxy; ws with
-one server and two bridged by redis and by zmq; any other ready target with its defaults):
+Broadcast, for every design that can run here (inproc; redis; redis-streams; zmq mesh and
+proxy; ws with one server and two bridged by redis and by zmq; any other ready target that
+carries broadcast, with its defaults):
 
 1. capacity at 4 x 32, 64 B: the highest rate with p99 <= 10 ms and nothing lost
    (``msgbench capacity``), p50 / p99 at 50 % of it, msgs per CPU-second, the limiting process;
@@ -11,11 +12,22 @@ one server and two bridged by redis and by zmq; any other ready target with its 
 3. message size at 4 x 32: capacity in msgs/s and MB/s;
 4. the latency-throughput chart of every design at 4 x 32.
 
-Each table names its machine and versions and a takeaway computed from the data. Every step
-is a fresh ``msgbench run``; the whole regeneration is bounded by ``--budget``.
+Task distribution (``--pattern tasks``, :data:`TASK_DESIGNS`): capacity at 2 producers x 4
+workers with no work, and one run each at 2 x 500/s with ``--work fixed:1ms`` and worker 0
+ten times slower (shares, Jain, idle with a backlog, completion p99, lost, redelivered).
+
+Request/reply (``--pattern rpc``, :data:`RPC_DESIGNS`): open-loop capacity at 8 requesters x
+2 responders (p99 <= 10 ms, no timeout), and 1 x 1 with one call in flight (round trip and
+its three legs).
+
+A design that does not carry a pattern (or whose flags this msgbench does not know yet) is
+skipped with a line, never a failed publish. Each table names its machine and versions and a
+takeaway computed from the data. Every step is a fresh ``msgbench run``; the whole
+regeneration is bounded by ``--budget``.
 
     python3 scripts/publish_results.py                 # measure, then write
     python3 scripts/publish_results.py --no-run        # rewrite from the stored files
+    python3 scripts/publish_results.py --sections rpc  # remeasure one, keep the others
 """
 
 from __future__ import annotations
@@ -31,21 +43,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from msgbench.analysis.capacity_table import (
-    NUMERIC,
-    CapacityRow,
-    cells,
-    load_documents,
-    md_table,
-)
-from msgbench.analysis.curves import design, write_curve_png
-from msgbench.analysis.palette import design_of
-from msgbench.analysis.units import format_count, format_ns
+from msgbench.analysis import pattern_tables
+from msgbench.analysis.broadcast_tables import broadcast_parts, machine
+from msgbench.analysis.capacity_table import load_documents
+from msgbench.analysis.units import format_count
 from msgbench.api.registry import load_target, target_names
-from msgbench.orchestration.capacity import Plan, Search
+from msgbench.api.target import Capability
+from msgbench.orchestration.capacity import BadWorkload, Plan, Search
 from msgbench.orchestration.sweep import Cell, Runner
-from msgbench.results.capacity import CapacityResult, Criteria, Step
-from msgbench.results.model import ResultError, RunResult
+from msgbench.results.capacity import Criteria, Step
+from msgbench.results.model import ResultError
 from msgbench.workload.config import parse_duration, parse_rate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,14 +61,35 @@ DESIGNS = (
     ("zmq", "zmq"), ("zmq", "zmq --zmq-mode proxy"), ("ws", "ws"),
     ("ws", "ws --servers 2 --bridge redis"), ("ws", "ws --servers 2 --bridge zmq"),
 )
-"""(target name, target with flags) of every published design, in table order."""
+"""(target name, target with flags) of every published broadcast design, in table order."""
+TASK_DESIGNS = (
+    ("inproc", "inproc"), ("zmq", "zmq --zmq-mode pipeline"), ("zmq", "zmq --zmq-mode broker"),
+    ("redis-streams", "redis-streams"), ("redis-list", "redis-list --list-mode brpop"),
+    ("redis-list", "redis-list --list-mode blmove"), ("rabbitmq", "rabbitmq"),
+)
+"""Task-distribution designs; one that answers "does not carry" (exit 2) is skipped."""
+RPC_DESIGNS = (
+    ("inproc", "inproc"), ("redis-rpc", "redis-rpc --rpc-reply list"),
+    ("redis-rpc", "redis-rpc --rpc-reply pubsub"), ("zmq", "zmq --zmq-mode reqrep"),
+    ("zmq", "zmq --zmq-mode dealer"), ("zmq", "zmq --zmq-mode rpc-broker"), ("ws", "ws"),
+    ("ws", "ws --servers 2 --bridge redis"),
+)
+"""Request/reply designs (names of the ones under construction may change: edit here)."""
 SLO = "10ms"
 MAX_PUBLISH_DELAY = "5ms"
 """Half the SLO, as ``msgbench capacity`` does by default."""
-SHARES = {"capacity": 0.4, "fanout": 0.15, "size": 0.45}
-"""How the budget is split between the three questions."""
-REFERENCE = "redis"
-"""Takeaways compare with this design (the broker most people start from)."""
+SHARES = {"capacity": 0.25, "fanout": 0.1, "size": 0.28, "tasks": 0.2, "rpc": 0.17}
+"""How the budget is split between the questions (broadcast keeps its 25-minute time at
+the 40-minute default)."""
+SINGLE_RUN_SHARE = 0.25
+"""Of the tasks and rpc shares: the single runs (fairness, one call in flight); the capacity
+searches get the rest."""
+SECTIONS = {"broadcast": ("capacity", "fanout", "size"), "tasks": ("tasks",), "rpc": ("rpc",)}
+"""``--sections`` names, and the :data:`SHARES` and directories of ``published/`` of each."""
+TASK_PRODUCERS, TASK_WORKERS, TASK_START_RATE = 2, 4, 1000.0
+TASK_FAIR_RATE, TASK_WORK, SLOW_WORKER = "500", "fixed:1ms", "0:x10"
+"""The fairness runs: 2 x 500/s of 1 ms tasks, worker 0 ten times slower."""
+RPC_REQUESTERS, RPC_RESPONDERS, RPC_START_RATE = 8, 2, 200.0
 
 
 @dataclass(frozen=True)
@@ -77,62 +105,103 @@ class Settings:
     duration: str
     warmup: str
     budget_s: float
+    task_designs: tuple[str, ...] = ()
+    rpc_designs: tuple[str, ...] = ()
+    sections: tuple[str, ...] = tuple(SECTIONS)
+
+    def seconds(self, share: str) -> float:
+        """The budget of one of :data:`SHARES`: its part of ``budget_s``, the shares of the
+        sections not measured now handed out in proportion to the others."""
+        chosen = sum(SHARES[d] for name in self.sections for d in SECTIONS[name])
+        return self.budget_s * SHARES[share] / (chosen or 1.0)
 
 
-def ready_targets() -> list[str]:
-    """Every registered target whose check() passes here."""
-    ready = []
+def ready_targets() -> dict[str, frozenset[Capability]]:
+    """Every registered target whose check() passes here, with the patterns it carries."""
+    ready = {}
     for name in target_names():
         try:
-            if load_target(name).check().ok:
-                ready.append(name)
+            target = load_target(name)
+            if target.check().ok:
+                ready[name] = frozenset(target.capabilities)
         except Exception:  # a broken plugin is simply not published
             continue
     return ready
 
 
-def designs_here(wanted: str | None) -> tuple[str, ...]:
-    """The designs to publish: :data:`DESIGNS` whose target is ready, then any other ready
-    target with its defaults; ``wanted`` (comma-separated target names) narrows them."""
+def designs_here(wanted: str | None, table: tuple[tuple[str, str], ...] = DESIGNS,
+                 others: bool = True) -> tuple[str, ...]:
+    """The designs of ``table`` whose target is ready, then (``others``) any other ready
+    target that carries broadcast, with its defaults; ``wanted`` (comma-separated target
+    names or designs) narrows them."""
     ready = ready_targets()
-    out = [flags for name, flags in DESIGNS if name in ready]
-    out += [n for n in sorted(ready) if n not in {d[0] for d in DESIGNS}]
+    out = [flags for name, flags in table if name in ready]
+    if others:
+        out += [n for n in sorted(ready) if n not in {d[0] for d in table}
+                and Capability.FANOUT in ready[n]]
     if wanted:
         names = set(wanted.split(","))
         out = [d for d in out if d.split()[0] in names or d in names]
     return tuple(out)
 
 
+def _file_name(flags: str, size: int) -> str:
+    return f"{flags.replace(' --', '_').replace(' ', '-').replace('--', '')}-{size}B.json"
+
+
 def _search(flags: str, pubs: int, subs: int, size: int, s: Settings, budget_s: float,
-            out: Path, start: float, half: bool, precision: float, err: Console) -> None:
-    cell = Cell(flags, pubs, subs, size, "1", 1, s.duration, s.warmup)
+            out: Path, start: float, half: bool, precision: float, err: Console,
+            args: tuple[str, ...] = ()) -> str:
+    """One capacity search into ``out``; returns why the design was skipped (it refused
+    the workload as bad input, e.g. does not carry the pattern), or empty."""
+    cell = Cell(flags, pubs, subs, size, "1", 1, s.duration, s.warmup, args)
     criteria = Criteria(slo_p99_ns=int(parse_duration(SLO) * 1e9),
                         max_publish_delay_ns=int(parse_duration(MAX_PUBLISH_DELAY) * 1e9))
     plan = Plan(start_rate=start, precision=precision, budget_s=budget_s, half=half)
-    name = f"{flags.replace(' --', '_').replace(' ', '-').replace('--', '')}-{size}B.json"
-    err.print(f"[bold]{flags}[/bold] {pubs}x{subs} {size} B: capacity search, "
+    what = " ".join(a for a in args if not a.startswith("-"))
+    err.print(f"[bold]{flags}[/bold] {what} {pubs}x{subs} {size} B: capacity search, "
               f"budget {budget_s:.0f} s", highlight=False)
     def show(st: Step) -> None:
         verdict = "pass" if st.passed else "FAIL " + st.why
-        err.print(f"  {st.phase:<6} {format_count(st.offered):>8} msgs/s  {verdict}",
+        err.print(f"  {st.phase:<6} {format_count(st.offered):>8}/s  {verdict}",
                   highlight=False, soft_wrap=True)
 
-    result = Search(cell, criteria, plan, out / name, Runner(), on_step=show).run()
-    err.print(f"  -> {format_count(result.capacity_offered or 0)} msgs/s ({result.stopped})",
+    try:
+        result = Search(cell, criteria, plan, out / _file_name(flags, size), Runner(),
+                        on_step=show).run()
+    except BadWorkload as exc:
+        shutil.rmtree(out / _file_name(flags, size).removesuffix(".json"), ignore_errors=True)
+        err.print(f"  [yellow]skipped: {exc}[/yellow]", highlight=False)
+        return str(exc) or "refused the workload"
+    err.print(f"  -> {format_count(result.capacity_offered or 0)}/s ({result.stopped})",
               highlight=False)
+    return ""
 
 
 def measure(s: Settings, staging: Path, err: Console) -> None:
-    """Run all three questions into ``staging`` (capacity/, fanout/, size/)."""
+    """Run the chosen sections into ``staging`` (capacity/, fanout/, size/, tasks/, rpc/)."""
+    if "broadcast" in s.sections:
+        measure_broadcast(s, staging, err)
+    if "tasks" in s.sections:
+        measure_tasks(s, staging / "tasks", err)
+    if "rpc" in s.sections:
+        measure_rpc(s, staging / "rpc", err)
+
+
+def measure_broadcast(s: Settings, staging: Path, err: Console) -> None:
+    """Capacity, fan-out and size into ``staging``'s capacity/, fanout/, size/."""
     n = max(1, len(s.designs))
     cap_dir, fan_dir, size_dir = staging / "capacity", staging / "fanout", staging / "size"
+    refused = set()
     for flags in s.designs:
-        _search(flags, s.pubs, s.subs, 64, s, s.budget_s * SHARES["capacity"] / n, cap_dir,
-                1000.0, True, 0.1, err)
-    per_run = s.budget_s * SHARES["fanout"] / max(1, n * len(s.fanout_subs))
-    fanout_ends = time.monotonic() + s.budget_s * SHARES["fanout"]
+        if _search(flags, s.pubs, s.subs, 64, s, s.seconds("capacity") / n, cap_dir,
+                   1000.0, True, 0.1, err):
+            refused.add(flags)
+    designs = [d for d in s.designs if d not in refused]
+    per_run = s.seconds("fanout") / max(1, n * len(s.fanout_subs))
+    fanout_ends = time.monotonic() + s.seconds("fanout")
     runner = Runner()
-    for flags in s.designs:
+    for flags in designs:
         for subs in s.fanout_subs:
             if time.monotonic() > fanout_ends:
                 err.print(f"[red]{flags} fan-out 1x{subs}: skipped, its budget is spent[/red]",
@@ -146,164 +215,101 @@ def measure(s: Settings, staging: Path, err: Console) -> None:
             outcome = runner.run(cell, fan_dir)
             if not outcome.ran:
                 err.print(f"  [red]{outcome.reason}[/red]", highlight=False)
-    _, caps = load_documents([str(cap_dir)]) if cap_dir.exists() else ([], [])
+    _, caps = load_documents([str(cap_dir)]) if any(cap_dir.glob("*.json")) else ([], [])
     found = {c.workload["target"]: c.capacity_rate for _, c in caps}
     sizes = [z for z in s.sizes if z != 64]
-    for flags in s.designs:
+    for flags in designs:
         start = found.get(flags) or 1000.0  # bigger messages rarely go faster than 64 B
         for size in sizes:
             _search(flags, s.pubs, s.subs, size, s,
-                    s.budget_s * SHARES["size"] / max(1, n * len(sizes)), size_dir, start,
+                    s.seconds("size") / max(1, n * len(sizes)), size_dir, start,
                     False, 0.25, err)
 
 
-def machine(docs: list[RunResult]) -> list[str]:
-    """Markdown lines describing the machine and software, from the environment block."""
-    if not docs:
-        return ["(no results)"]
-    env = docs[0].environment
-    libs = env.get("libraries") or {}
-    git = env.get("git") or {}
-    lines = [
-        f"- CPU: {env.get('cpu_model', '?')}, {env.get('cores', '?')} cores usable "
-        f"({env.get('cores_total', '?')} in all), {env.get('machine', '')}",
-        f"- kernel: {env.get('kernel', '?')}",
-        f"- Python {env.get('python', '?')} ({env.get('python_implementation', '?')})",
-        "- libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(libs.items()) if v),
-        f"- msgbench {env.get('msgbench', '?')}, git {git.get('revision') or 'unknown'}"
-        + (" (uncommitted changes)" if git.get("dirty") else ""),
-    ]
-    servers = {r.config["target"]: r.target for r in docs if r.target}
-    for name, info in sorted(servers.items()):
-        shown = {k: v for k, v in info.items() if k != "name"}
-        if shown:
-            lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
-    return lines
+def _single_runs(designs: tuple[str, ...], cell_of: dict[str, Cell], out: Path,
+                 budget_s: float, skipped: list[str], err: Console) -> None:
+    """One run per design into ``out``, within ``budget_s``; a design that refuses the
+    workload (exit 2, no result) is added to ``skipped``."""
+    ends = time.monotonic() + budget_s
+    runner = Runner()
+    for flags in designs:
+        cell = cell_of[flags]
+        if time.monotonic() > ends:
+            err.print(f"[red]{cell.label()}: skipped, its budget is spent[/red]",
+                      highlight=False)
+            skipped.append(f"{flags}: no time left for its run in the budget")
+            continue
+        err.print(f"[bold]{flags}[/bold] {' '.join(cell.args)} {cell.pubs}x{cell.subs} "
+                  f"rate {cell.rate}", highlight=False)
+        outcome = runner.run(cell, out)
+        if outcome.returncode == 2 and outcome.result is None:
+            err.print(f"  [yellow]skipped: {outcome.reason}[/yellow]", highlight=False)
+            skipped.append(f"{flags}: {outcome.reason}")
+        elif not outcome.ran:
+            err.print(f"  [red]{outcome.reason}[/red]", highlight=False)
 
 
-def machine_line(envs: list[dict[str, object]]) -> str:
-    """One line naming the machine and versions a table comes from."""
-    if not envs:
-        return "_Machine: unknown._"
-    env = envs[0]
-    git = env.get("git")
-    rev = git.get("revision", "unknown") if isinstance(git, dict) else "unknown"
-    return (f"_Measured on {env.get('cpu_model', '?')} ({env.get('cores', '?')} cores), "
-            f"Python {env.get('python', '?')}, msgbench {env.get('msgbench', '?')} "
-            f"(git {str(rev)[:12]}); versions in [Machine](#machine)._")
+def _note_skipped(directory: Path, skipped: list[str]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    unique = list(dict.fromkeys(skipped))
+    (directory / pattern_tables.SKIPPED_FILE).write_text(
+        "".join(f"{line}\n" for line in unique), encoding="utf-8")
 
 
-def capacity_takeaway(caps: list[CapacityResult]) -> str:
-    """``highest 4 x 32 capacity: zmq (52 k msgs/s), 3.1 times redis; ...``, from the data."""
-    found = [c for c in caps if c.capacity_offered]
-    if not found:
-        return "No design sustained any rate within the SLO here."
-    best = max(found, key=lambda c: c.capacity_offered or 0)
-    w = best.workload
-    text = (f"Highest {w['pubs']} x {w['subs']} capacity: **{design(best)}** "
-            f"({format_count(best.capacity_offered or 0)} msgs/s)")
-    ref = next((c for c in found if design(c) == REFERENCE), None)
-    if ref is not None and ref is not best and ref.capacity_offered:
-        text += f", {(best.capacity_offered or 0) / ref.capacity_offered:.1f} times {REFERENCE}"
-    cheap = [(c, at.msgs_per_cpu_s) for c in found if (at := c.step_at_capacity())
-             and at.msgs_per_cpu_s]
-    if cheap:
-        c, rate = max(cheap, key=lambda x: x[1] or 0)
-        text += f". Cheapest per delivery: **{design(c)}** ({format_count(rate or 0)} msgs/CPU-s)"
-    return text + "."
+def _pattern(s: Settings, out: Path, err: Console, pattern: str, designs: tuple[str, ...],
+             size: tuple[int, int, float], single: dict[str, Cell]) -> None:
+    """Capacity searches of ``pattern`` at ``size`` (pubs, subs, start rate) into
+    ``out/capacity``, then the ``single`` runs of the designs that ran into ``out/<dir>``."""
+    skipped: list[str] = []
+    ran = []
+    ends = time.monotonic() + s.seconds(pattern) * (1 - SINGLE_RUN_SHARE)
+    for i, flags in enumerate(designs):
+        # what is left, shared by the designs still to come: a skipped one leaves its share
+        search_s = max(0.0, ends - time.monotonic()) / (len(designs) - i)
+        why = _search(flags, size[0], size[1], 64, s, search_s, out / "capacity", size[2],
+                      True, 0.1, err, ("--pattern", pattern))
+        if why:
+            skipped.append(f"{flags}: {why}")
+        else:
+            ran.append(flags)
+    sub = "fairness" if pattern == "tasks" else "one-call"
+    _single_runs(tuple(ran), single, out / sub, s.seconds(pattern) * SINGLE_RUN_SHARE,
+                 skipped, err)
+    _note_skipped(out, skipped)
 
 
-def fanout_section(runs: list[RunResult], subs_order: list[int]) -> list[str]:
-    """The fan-out table (rows: design; columns: p99 and CPU per delivery per subscriber
-    count) and its takeaway."""
-    table: dict[str, dict[int, RunResult]] = {}
-    for r in runs:
-        table.setdefault(design_of(r.config), {})[int(r.config["subs"])] = r
-    headers = ["design", *[f"p99 1x{n}" for n in subs_order],
-               *[f"CPU/delivery 1x{n}" for n in subs_order]]
-    body = []
-    for name, by_subs in table.items():
-        def cell(n: int, cpu: bool, by: dict[int, RunResult] = by_subs) -> str:
-            r = by.get(n)
-            if r is None:
-                return "-"
-            mark = "" if r.status == "ok" else f" ({r.status})"
-            s = r.summary
-            if cpu:
-                return (format_ns(1e9 / s.msgs_per_cpu_s) if s.msgs_per_cpu_s else "-") + mark
-            return (format_ns(s.latency_ns["p99"]) if s.latency_ns.get("count") else "-") + mark
-        body.append([name, *[cell(n, False) for n in subs_order],
-                     *[cell(n, True) for n in subs_order]])
-    numeric = frozenset(range(1, len(headers)))
-    top = max(subs_order) if subs_order else 0
-    ok = [(d, b[top]) for d, b in table.items() if top in b and b[top].status == "ok"]
-    if ok:
-        best = min(ok, key=lambda x: x[1].summary.latency_ns["p99"])
-        cheap = max(ok, key=lambda x: x[1].summary.msgs_per_cpu_s)
-        take = (f"At 1 x {top}: lowest p99 **{best[0]}** "
-                f"({format_ns(best[1].summary.latency_ns['p99'])}), cheapest per delivery "
-                f"**{cheap[0]}** ({format_ns(1e9 / cheap[1].summary.msgs_per_cpu_s)} CPU).")
-    else:
-        take = f"No design delivered 1 x {top} cleanly here."
-    return [take, "", md_table(headers, numeric, body).rstrip()]
+def measure_tasks(s: Settings, out: Path, err: Console) -> None:
+    """Task capacity (2 x 4, no work) into ``out/capacity``, fairness runs (1 ms work,
+    worker 0 ten times slower) into ``out/fairness``, skipped designs in ``skipped.txt``."""
+    fair = {f: Cell(f, TASK_PRODUCERS, TASK_WORKERS, 64, TASK_FAIR_RATE, 1, s.duration,
+                    s.warmup, ("--pattern", "tasks", "--work", TASK_WORK, "--slow-worker",
+                               SLOW_WORKER)) for f in s.task_designs}
+    _pattern(s, out, err, "tasks", s.task_designs,
+             (TASK_PRODUCERS, TASK_WORKERS, TASK_START_RATE), fair)
 
 
-def size_section(caps: list[CapacityResult]) -> list[str]:
-    """Capacity in msgs/s and MB/s per design and size, and its takeaway."""
-    sizes = sorted({int(c.workload["size"]) for c in caps})
-    by: dict[str, dict[int, CapacityResult]] = {}
-    for c in caps:
-        by.setdefault(design(c), {})[int(c.workload["size"])] = c
-    headers = ["design", *[f"{z} B msgs/s" for z in sizes], *[f"{z} B MB/s" for z in sizes]]
-    body = []
-    for name, row in by.items():
-        def msgs(z: int, r: dict[int, CapacityResult] = row) -> str:
-            c = r.get(z)
-            return "-" if c is None or not c.capacity_offered else format_count(c.capacity_offered)
-
-        def mb(z: int, r: dict[int, CapacityResult] = row) -> str:
-            c = r.get(z)
-            if c is None or not c.capacity_offered:
-                return "-"
-            return f"{c.capacity_offered * z * int(c.workload['subs']) / 1e6:.1f}"
-        body.append([name, *[msgs(z) for z in sizes], *[mb(z) for z in sizes]])
-    big = sizes[-1] if sizes else 0
-    at_big = [c for c in caps if int(c.workload["size"]) == big and c.capacity_offered]
-    if at_big:
-        best = max(at_big, key=lambda c: c.capacity_offered or 0)
-        mbps = (best.capacity_offered or 0) * big * int(best.workload["subs"]) / 1e6
-        take = (f"At {big} B: highest capacity **{design(best)}** "
-                f"({format_count(best.capacity_offered or 0)} msgs/s, {mbps:.0f} MB/s delivered).")
-    else:
-        take = f"No design sustained {big} B messages within the SLO here."
-    note = ("MB/s counts delivered bytes (every subscriber's copy). msgbench's smallest "
-            "message is its 32-byte header, so sizes start at 32 B, not 16 B.")
-    return [take, "", md_table(headers, frozenset(range(1, len(headers))), body).rstrip(),
-            "", note]
+def measure_rpc(s: Settings, out: Path, err: Console) -> None:
+    """Request/reply capacity (8 x 2, open loop) into ``out/capacity``, 1 x 1 with one call
+    in flight into ``out/one-call``, skipped designs in ``skipped.txt``."""
+    one = {f: Cell(f, 1, 1, 64, "max", 1, s.duration, s.warmup,
+                   ("--pattern", "rpc", "--inflight", "1")) for f in s.rpc_designs}
+    _pattern(s, out, err, "rpc", s.rpc_designs,
+             (RPC_REQUESTERS, RPC_RESPONDERS, RPC_START_RATE), one)
 
 
 def readme(out: Path, results_dir: Path, command: str, took_s: float | None) -> str:
-    """The text of results/README.md, from the files in ``out``."""
-    def docs(sub: str) -> tuple[list[tuple[Path, RunResult]], list[tuple[Path, CapacityResult]]]:
-        return load_documents([str(out / sub)]) if (out / sub).is_dir() else ([], [])
-
-    _, caps = docs("capacity")
-    fan_runs, _ = docs("fanout")
-    _, size_caps = docs("size")
-    cap_list = [c for _, c in caps]
-    envs = [c.environment for c in cap_list if c.environment] + [
-        r.environment for _, r in fan_runs]
-    chart = write_curve_png([(str(p), c) for p, c in caps], out / "curves.png") if caps \
-        else None
-    subs_order = sorted({int(r.config["subs"]) for _, r in fan_runs})
-    w = cap_list[0].workload if cap_list else {"pubs": 4, "subs": 32}
-    fan_rate = {r.summary.counters.expected / max(r.summary.duration_s, 1e-9)
-                for _, r in fan_runs}
+    """The text of results/README.md, from the files in ``out``: the sections whose files
+    are there, a table of contents, and the machine."""
+    broadcast, fan_runs = broadcast_parts(out, results_dir)
+    tasks, task_runs = pattern_tables.task_parts(out / "tasks")
+    rpc, rpc_runs = pattern_tables.rpc_parts(out / "rpc")
+    body = [*broadcast, *tasks, *rpc]
+    headings = [line[3:] for line in body if line.startswith("## ")] + ["Machine"]
     took = "" if took_s is None else f" Measuring took {took_s / 60:.0f} min."
     parts = [
         "<!-- Generated by scripts/publish_results.py. Never hand-edited: "
         "rerun the command below instead. -->",
-        "# Published results: which design for my broadcast path?", "",
+        "# Published results: which design for my broadcast path, my task queue, my RPC?", "",
         "**Generated file, never hand-edited.** Regenerate it (and everything in "
         "`published/`) with:", "", "```sh", command, "```", "",
         f"Every figure comes from a fresh `msgbench run` of a few seconds.{took} Capacity is "
@@ -312,30 +318,26 @@ def readme(out: Path, results_dir: Path, command: str, took_s: float | None) -> 
         f"<= {SLO} (latency from the intended send time), found by `msgbench capacity` "
         "(ramp, then bisect). `msgs/CPU-s` counts deliveries per CPU-second of every process "
         "involved, brokers included. `>=` marks a lower bound (the search ran out of budget).",
-        "",
-        f"## Capacity at {w['pubs']} x {w['subs']}, 64 B", "",
-        capacity_takeaway(cap_list), "",
-        md_table(("design", "pubs x subs", "size", "capacity msgs/s", "deliveries/s", "MB/s",
-                  "msgs/CPU-s", "p50 at 50 %", "p99 at 50 %", "limit", "search"), NUMERIC,
-                 [cells(CapacityRow.from_result(p, c)) for p, c in caps]).rstrip(), "",
-        machine_line(envs), "",
+        "", "Contents:", "", *[f"- [{h}]({_anchor(h)})" for h in headings], "", *body,
+        "## Machine", "", *machine([*fan_runs, *task_runs, *rpc_runs]), "",
     ]
-    if chart is not None:
-        parts += [f"## Latency against throughput, {w['pubs']} x {w['subs']}", "",
-                  f"![latency-throughput curves]({chart.relative_to(results_dir).as_posix()})",
-                  "", "p50 and p99 against delivered rate for every step of every search; "
-                  "crosses mark steps that failed, the dashed line is the SLO.", ""]
-    if fan_runs:
-        rate = format_count(sorted(fan_rate)[len(fan_rate) // 2]) if fan_rate else "?"
-        parts += [f"## Fan-out: 1 publisher, {rate} deliveries/s in total", "",
-                  *fanout_section([r for _, r in fan_runs], subs_order), "",
-                  machine_line([r.environment for _, r in fan_runs]), ""]
-    if size_caps or caps:
-        parts += [f"## Message size at {w['pubs']} x {w['subs']}", "",
-                  *size_section(cap_list + [c for _, c in size_caps]), "",
-                  machine_line(envs), ""]
-    parts += ["## Machine", "", *machine([r for _, r in fan_runs]), ""]
     return "\n".join(parts)
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    kept = "".join(c for c in heading.lower() if c.isalnum() or c in " -_")
+    return "#" + kept.replace(" ", "-")
+
+
+def _keep_unmeasured(out: Path, staging: Path, sections: tuple[str, ...]) -> None:
+    """Copy into ``staging`` the stored directories of the sections not measured now."""
+    for name, dirs in SECTIONS.items():
+        if name in sections:
+            continue
+        for d in dirs:
+            if (out / d).is_dir() and not (staging / d).exists():
+                shutil.copytree(out / d, staging / d)
 
 
 def _swap_in(new: Path, out: Path) -> None:
@@ -358,6 +360,14 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
+def _sections(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown or not names:
+        raise ValueError(f"--sections: expected some of {', '.join(SECTIONS)}, got {text!r}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure (unless --no-run) and write; exit 0, or 2 for bad input, 130 interrupted."""
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
@@ -374,7 +384,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="message sizes of the size table, bytes [32,64,1024,65536]")
     ap.add_argument("--duration", default="1s", help="measured time per step [1s]")
     ap.add_argument("--warmup", default="0.5s", help="warm-up per step [0.5s]")
-    ap.add_argument("--budget", default="25m", help="wall-time bound of the measuring [25m]")
+    ap.add_argument("--budget", default="40m", help="wall-time bound of the measuring [40m]")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help="what to measure: broadcast, tasks, rpc (comma-separated; the stored "
+                         "files of the others are kept) [all]")
     ap.add_argument("--no-run", action="store_true",
                     help="only rewrite README.md and the chart from the stored files")
     args = ap.parse_args(argv)
@@ -393,13 +406,21 @@ def main(argv: list[str] | None = None) -> int:
                 fanout_subs=_ints(args.fanout_subs, "--fanout-subs"),
                 fanout_deliveries=fan_rate or 20_000.0,
                 sizes=_ints(args.sizes, "--sizes"), duration=args.duration,
-                warmup=args.warmup, budget_s=parse_duration(args.budget, "--budget"))
+                warmup=args.warmup, budget_s=parse_duration(args.budget, "--budget"),
+                sections=_sections(args.sections))
             parse_duration(args.duration, "--duration")
             parse_duration(args.warmup, "--warmup")
         except ValueError as exc:
             print(f"publish_results: error: {exc}", file=sys.stderr)
             return 2
-        if not settings.designs:
+        wanted = set(settings.sections)
+        settings = replace(
+            settings, designs=settings.designs if "broadcast" in wanted else (),
+            task_designs=designs_here(args.targets, TASK_DESIGNS, False)
+            if "tasks" in wanted else (),
+            rpc_designs=designs_here(args.targets, RPC_DESIGNS, False) if "rpc" in wanted
+            else ())
+        if not (settings.designs or settings.task_designs or settings.rpc_designs):
             print("publish_results: error: no design can run here", file=sys.stderr)
             return 2
         settings = replace(settings, sizes=tuple(sorted(set(settings.sizes))))
@@ -407,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         try:
             measure(settings, staging, err)
+            _keep_unmeasured(out, staging, settings.sections)
         except KeyboardInterrupt:
             print(f"publish_results: interrupted; {out} is unchanged, what was measured is in "
                   f"{staging}", file=sys.stderr)

@@ -1,19 +1,30 @@
-"""scripts/publish_results.py: the three questions measured, tables with computed takeaways,
-and the published set replaced as a whole, never half."""
+"""scripts/publish_results.py: the broadcast, task and request/reply questions measured,
+tables with computed takeaways, designs that do not carry a pattern skipped with a line, and
+the published set replaced as a whole, never half."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from msgbench.analysis import pattern_tables
+from msgbench.analysis.rpc_report import RpcRow
+from msgbench.analysis.task_report import TaskRow
+from msgbench.results.capacity import load_capacity
+from msgbench.results.model import load
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "publish_results.py"
 TINY = ["--targets", "inproc", "--pubs", "1", "--subs", "2", "--fanout-subs", "1,4",
         "--fanout-deliveries", "400", "--sizes", "64,1024", "--duration", "0.5s",
-        "--warmup", "0s", "--budget", "50s"]
+        "--warmup", "0s", "--budget", "50s", "--sections", "broadcast"]
+ROOT = SCRIPT.parent.parent
+DATA = ROOT / "tests" / "data"
 
 
 def _script() -> ModuleType:
@@ -74,3 +85,89 @@ def test_bad_input_is_exit_2(tmp_path: Path) -> None:
     _, args = _setup(tmp_path)
     assert _script().main([*args, "--sizes", "big"]) == 2
     assert _script().main([*args, "--budget", "soon"]) == 2
+    assert _script().main([*args, "--sections", "broadcast,queues"]) == 2
+
+
+def _stored_broadcast(results: Path) -> list[str]:
+    """The repository's published broadcast capacity files, copied in as if measured before."""
+    src = ROOT / "results" / "published" / "capacity"
+    if not any(src.glob("*.json")):
+        pytest.skip("no published broadcast results in this checkout")
+    shutil.copytree(src, results / "published" / "capacity")
+    return sorted(p.name for p in (results / "published" / "capacity").rglob("*.json"))
+
+
+def test_tasks_and_rpc_sections_skip_a_design_that_does_not_carry_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    results, _ = _setup(tmp_path)
+    kept = _stored_broadcast(results)
+    script = _script()
+    # redis is pub/sub only: its task and rpc runs exit 2, and must be skipped, not fail
+    monkeypatch.setattr(script, "TASK_DESIGNS", (("inproc", "inproc"), ("redis", "redis")))
+    monkeypatch.setattr(script, "RPC_DESIGNS", (("inproc", "inproc"), ("redis", "redis")))
+    args = ["--results-dir", str(results), "--targets", "inproc,redis", "--sections",
+            "tasks,rpc", "--duration", "0.5s", "--warmup", "0s", "--budget", "50s"]
+    assert script.main(args) == 0
+    published = results / "published"
+    assert sorted(p.name for p in (published / "capacity").rglob("*.json")) == kept
+    for pattern, single, unit in (("tasks", "fairness", "tasks"), ("rpc", "one-call", "rpc")):
+        caps = list((published / pattern / "capacity").glob("*.json"))
+        assert [p.name for p in caps] == ["inproc-64B.json"]  # redis left no search behind
+        search = load_capacity(caps[0])
+        assert search.steps and search.environment  # its steps left results the loader takes
+        assert all("malformed" not in st.why for st in search.steps)
+        assert len(list((published / pattern / single).glob("*.json"))) == 1
+        skipped = (published / pattern / "skipped.txt").read_text()
+        assert skipped.startswith("redis: ") and f"does not carry the {unit} pattern" in skipped
+    runs = [load(p) for p in (published / "tasks" / "fairness").glob("*.json")]
+    assert runs[0].config["slow_worker"] == "0:x10" and runs[0].config["work"] == "fixed:1ms"
+    calls = [load(p) for p in (published / "rpc" / "one-call").glob("*.json")]
+    assert calls[0].config["inflight"] == 1 and calls[0].latency_mode == "closed-loop"
+    readme = (results / "README.md").read_text()
+    for heading in ("## Capacity at 4 x 32, 64 B",  # the broadcast files kept, still shown
+                    "## Task distribution: capacity at 2 producers x 4 workers",
+                    "## Task distribution: one slow worker (2 x 4, 500/s per producer",
+                    "## Request/reply: capacity at 8 requesters x 2 responders, open loop",
+                    "## Request/reply: one call in flight (1 x 1, `--inflight 1`)"):
+        assert heading in readme
+        assert f"- [{heading[3:]}" in readme  # and in the contents
+    assert readme.count("Not measured here: redis: ") == 2
+    assert "| inproc | " in readme.split("one slow worker")[1]
+    assert _script().main(["--results-dir", str(results), "--no-run"]) == 0
+    again = (results / "README.md").read_text()  # from the stored files alone: the same
+    assert again.split("Contents:")[1] == readme.split("Contents:")[1]
+
+
+def _task_row() -> TaskRow:
+    path = DATA / "tasks-result.json"
+    return TaskRow.from_result(path, load(path))
+
+
+def test_the_fairness_takeaway_is_computed_from_the_rows() -> None:
+    balanced = _task_row()
+    assert balanced.completion[1] is not None
+    dealt = dataclasses.replace(balanced, jain=1.0, completion=(
+        balanced.completion[0], balanced.completion[1] * 10, None, None))
+    skewed = dataclasses.replace(balanced, jain=0.8)
+    text = pattern_tables.fairness_takeaway(
+        [("zmq mode=pipeline", dealt), ("redis-streams", skewed)])
+    assert "lowest completion p99: **redis-streams**" in text
+    assert "Most even shares: **zmq mode=pipeline** (Jain 1.000" in text
+    assert "least even: **redis-streams** (Jain 0.800)" in text
+    assert pattern_tables.fairness_takeaway([]).startswith("No design")
+
+
+def test_the_one_call_takeaway_names_the_quickest_and_its_longest_leg() -> None:
+    path = DATA / "rpc-result.json"
+    ref = RpcRow.from_result(path, load(path))
+    assert ref.round_trip[0] is not None
+    quick = dataclasses.replace(ref, round_trip=(ref.round_trip[0] // 4, *ref.round_trip[1:]),
+                                legs=(100, 200, 5_000, 6_000, 300, 400))
+    text = pattern_tables.one_call_takeaway([("inproc", quick), ("redis-rpc", ref)])
+    assert text.startswith("One call in flight, quickest round trip: **inproc**")
+    assert "times quicker than redis-rpc" in text and "longest leg is the service" in text
+    table = pattern_tables.one_call_lines([(path, load(path))])
+    assert any(line.startswith("| redis-rpc |") for line in table[2].splitlines())

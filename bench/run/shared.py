@@ -124,6 +124,7 @@ class GroupSink(Sink):
             if not work.any():
                 self._account(payloads, start)
                 self._given_back(n, start)
+                n = 0  # given back: the finally below must not give them back again
                 return
             t = start
             for i, w in enumerate(work.tolist()):
