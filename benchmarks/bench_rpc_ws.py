@@ -18,11 +18,12 @@ on server 1, so every request and reply crosses the bridge), interleaved trials 
 and the median over trials of each one's p50 and p99, with msgbench's over the bare
 loop's.
 
-Part 2, 8 requesters x 2 responders open loop, for each layout: the highest rate per
-requester with p99 <= 10 ms, no timeouts and every reply matched (status ok), by
-doubling from 250/s and then bisecting twice between the last rate that held and the
-first that did not; one short run per step (the machine is shared: only figures from
-one invocation compare).
+Part 2, 8 requesters x 2 responders open loop, for each layout and, as the reference
+in the same invocation, for ``inproc`` (the driver's own ceiling: no network, no
+server): the highest rate per requester with p99 <= 10 ms, no timeouts and every reply
+matched (status ok), by doubling from 50/s and then bisecting twice between the last
+rate that held and the first that did not; one short run per step (the machine is
+shared: only figures from one invocation compare).
 
     python3 benchmarks/bench_rpc_ws.py [--trials 3] [--duration 2s] [--layouts none,redis,zmq]
         [--no-search] [--no-single]
@@ -60,8 +61,10 @@ READY_TIMEOUT_S = 10.0
 PROBE_S = 0.1
 WARMUP_CALLS = 200
 P99_BOUND_NS = 10_000_000
-START_RATE = 250
+START_RATE = 50
 BISECT_STEPS = 2
+REFERENCE = "inproc"
+"""Part 2's reference: the same search on the inproc target."""
 LAYOUT_ARGS = {"none": [], "redis": ["--servers", "2", "--bridge", "redis", "--ws-placement",
                                      "cross"],
                "zmq": ["--servers", "2", "--bridge", "zmq", "--ws-placement", "cross"]}
@@ -158,12 +161,14 @@ def bare_loop(layout: str, seconds: float) -> dict[str, float]:
 
 # -- msgbench runs ---------------------------------------------------------------------------
 def msgbench(layout: str, *args: str) -> dict[str, Any]:
-    """One ``msgbench run --target ws --pattern rpc`` (JSON result)."""
+    """One ``msgbench run --target ws --pattern rpc`` through ``layout`` (or, for
+    :data:`REFERENCE`, on that target) (JSON result)."""
     with tempfile.TemporaryDirectory() as out:
         proc = subprocess.run(
-            [sys.executable, "-m", "msgbench", "run", "--target", "ws", "--pattern", "rpc",
+            [sys.executable, "-m", "msgbench", "run", "--pattern", "rpc",
              "--size", str(len(PAYLOAD)), "--json", "--quiet", "--out", out,
-             *LAYOUT_ARGS[layout], *args],
+             *(["--target", REFERENCE] if layout == REFERENCE
+               else ["--target", "ws", *LAYOUT_ARGS[layout]]), *args],
             capture_output=True, text=True, check=False)
     if not proc.stdout.strip():
         raise SystemExit(f"msgbench failed: {proc.stderr.strip()}")
@@ -256,11 +261,15 @@ def main() -> None:
                   f"x{m['p99'] / b['p99']:.1f} p99 of the bare loop", flush=True)
     if not args.no_search:
         print("8 x 2 open loop: highest rate per requester with p99 <= 10 ms, no timeouts")
-        for layout in layouts:
+        found: dict[str, int | None] = {}
+        for layout in [REFERENCE, *layouts]:
             print(f"  {layout}:", flush=True)
-            best = search(layout, args.duration)
-            print(f"  {layout:<6} -> {best if best is not None else 'below 250'}/s per "
-                  f"requester ({(best or 0) * 8}/s in all)", flush=True)
+            found[layout] = search(layout, args.duration)
+        ref = found[REFERENCE]
+        for layout, best in found.items():
+            ratio = f"  {best / ref:.2f} of {REFERENCE}" if best and ref else ""
+            print(f"  {layout:<6} -> {best if best is not None else f'below {START_RATE}'}/s per "
+                  f"requester ({(best or 0) * 8}/s in all){ratio}", flush=True)
 
 
 if __name__ == "__main__":

@@ -225,17 +225,23 @@ class RedisBridge:
             self.lost = mask_url(reason)
             self.on_lost(self.lost)
 
-    def publish(self, room: str, batch: Batch) -> None:
-        """PUBLISH each message; the replies (subscriber counts) are only counted."""
+    def _writer(self) -> RespConnection | None:
+        """The PUBLISH connection; None once the bridge is lost, which it is now if Redis
+        has more than MAX_BRIDGE_BACKLOG_BYTES waiting (growing on would end in OOM)."""
         pub = self.pub
         if self.lost is not None or pub is None:
-            return  # the bridge is lost and the server is shutting down (on_lost)
+            return None  # the bridge is lost and the server is shutting down (on_lost)
         transport = pub.transport
         waiting = transport.get_write_buffer_size() if transport is not None else 0
         if waiting > MAX_BRIDGE_BACKLOG_BYTES:
-            # Redis cannot keep up: growing without bound would end in the OOM killer,
-            # so the bridge is declared lost instead, loudly (once).
             self._lost(f"Redis is not keeping up: {waiting} bytes of PUBLISH waiting")
+            return None
+        return pub
+
+    def publish(self, room: str, batch: Batch) -> None:
+        """PUBLISH each message; the replies (subscriber counts) are only counted."""
+        pub = self._writer()
+        if pub is None:
             return
         channel = CHANNEL_PREFIX + room.encode()
         try:
@@ -246,8 +252,8 @@ class RedisBridge:
 
     def send_rpc(self, dest: str | None, bodies: list[bytes]) -> None:
         """PUBLISH each body to ``dest``'s own channel (or the one for all), pipelined."""
-        pub = self.pub
-        if self.lost is not None or pub is None:
+        pub = self._writer()
+        if pub is None:
             return
         channel = RPC_CHANNEL if dest is None else _rpc_channel(dest)
         try:
@@ -265,7 +271,7 @@ class RedisBridge:
                 conn.close()
 
 
-def _rpc_channel(server_id: str) -> bytes:
+def _rpc_channel(server_id: str) -> bytes:  # a server's own request/reply channel
     return RPC_CHANNEL + b":" + server_id.encode()
 
 
