@@ -11,9 +11,9 @@ on server 1, so every request and reply crosses the bridge), interleaved trials 
   REPLY frame with its return address. Round trip from just before the send to the
   reply's arrival;
 * ``msgbench run --target ws --pattern rpc --pubs 1 --subs 1 --rate max --inflight 1
-  --batch 1``: the round trip the driver records (``--batch 1``: the closed loop stamps
-  a batch's requests when it builds it, so a larger batch would count each request's
-  wait for the previous replies as its own round trip);
+  --batch 1``: the round trip the driver records (``--batch 1``: one request per send,
+  as the bare loop sends; before main's ae397a5 the closed loop stamped a whole batch
+  when it made it, so a larger batch counted each request's wait for a free slot);
 
 and the median over trials of each one's p50 and p99, with msgbench's over the bare
 loop's.
