@@ -14,6 +14,11 @@ message itself, so ``redis-cli PUBLISH msgbench-chat:lobby thello`` shows
   peer; ZeroMQ messages are ``[room, origin, body]`` and a server drops those
   that carry its own id, so nothing loops even if a server lists itself.
 
+Request/reply (:mod:`msgbench.targets.ws.chat_rpc`) adds directed bodies: on
+Redis a server also subscribes to ``msgbench-chat-rpc:ID`` (its own) and
+``msgbench-chat-rpc`` (to all); on ZeroMQ they are ``[RPC_TAG, dest, origin,
+body]``, ``dest`` empty for all, and a server drops those for another server.
+
 Losing a Redis connection, or a Redis that stops answering, is fatal for the
 server (``on_lost``, reported once): a chat server that silently stopped sharing
 would look healthy and be wrong.
@@ -40,8 +45,13 @@ Batch = list[tuple[bool, bytes]]
 """Messages as ``(is_text, data)`` in arrival order."""
 OnMessages = Callable[[str, Batch], None]
 OnLost = Callable[[str], None]
+OnRpc = Callable[[list[bytes]], None]
 
 CHANNEL_PREFIX = b"msgbench-chat:"
+RPC_CHANNEL = b"msgbench-chat-rpc"
+"""Request/reply bodies for every server; ``RPC_CHANNEL + b":" + id`` for one."""
+RPC_TAG = b"\x00rpc"
+"""First part of a ZeroMQ request/reply message: no room name starts with a NUL."""
 CONNECT_TIMEOUT_S = 5.0
 ZMQ_HWM = 100_000
 """Messages a PUB socket queues per peer before ZeroMQ drops (its default is 1,000)."""
@@ -60,6 +70,9 @@ class Bridge(Protocol):
 
     def publish(self, room: str, batch: Batch) -> None:
         """Send ``batch`` to the other servers (and, for Redis, back to this one)."""
+
+    def send_rpc(self, dest: str | None, bodies: list[bytes]) -> None:
+        """Send request/reply ``bodies`` to server ``dest`` (``None``: to every server)."""
 
     def close(self) -> None:
         """Release sockets."""
@@ -99,9 +112,10 @@ class _PatternConnection(RespConnection):
     go to ``on_messages`` a socket read at a time, grouped by room; other replies answer
     calls (``AUTH``, ``PSUBSCRIBE``) in order."""
 
-    def __init__(self, on_messages: OnMessages) -> None:
+    def __init__(self, on_messages: OnMessages, on_rpc: OnRpc | None = None) -> None:
         super().__init__()
         self.on_messages = on_messages
+        self.on_rpc = on_rpc
         self._rooms: dict[bytes, str] = {}
 
     def data_received(self, data: bytes) -> None:
@@ -110,6 +124,7 @@ class _PatternConnection(RespConnection):
         gets = self.reader.gets
         room: str | None = None
         batch: Batch = []
+        rpc: list[bytes] = []
         prefix = len(CHANNEL_PREFIX)
         while True:
             try:
@@ -132,10 +147,14 @@ class _PatternConnection(RespConnection):
                         self.on_messages(room, batch)
                     room, batch = name, []
                 batch.append(msg)
+            elif type(r) is list and len(r) == 3 and r[0] == b"message":
+                rpc.append(r[2])
             else:
                 self._reply(r)
         if batch and room is not None:
             self.on_messages(room, batch)
+        if rpc and self.on_rpc is not None:
+            self.on_rpc(rpc)
 
 
 class RedisBridge:
@@ -149,10 +168,13 @@ class RedisBridge:
     is reported to ``on_lost`` once.
     """
 
-    def __init__(self, url: str, on_messages: OnMessages, on_lost: OnLost) -> None:
+    def __init__(self, url: str, on_messages: OnMessages, on_lost: OnLost,
+                 server_id: str = "", on_rpc: OnRpc | None = None) -> None:
         self.url = url
         self.on_messages = on_messages
         self.on_lost = on_lost
+        self.server_id = server_id
+        self.on_rpc = on_rpc
         self.pub: RespConnection | None = None
         self.sub: _PatternConnection | None = None
         self.lost: str | None = None
@@ -166,10 +188,14 @@ class RedisBridge:
             raise BridgeError(str(exc)) from None
         try:
             self.pub = await connect(addr, RespConnection, CONNECT_TIMEOUT_S)
-            self.sub = await connect(addr, lambda: _PatternConnection(self.on_messages),
-                                     CONNECT_TIMEOUT_S)
+            self.sub = await connect(
+                addr, lambda: _PatternConnection(self.on_messages, self.on_rpc),
+                CONNECT_TIMEOUT_S)
             await self.pub.call("PING", timeout=CONNECT_TIMEOUT_S)
             await self.sub.call("PSUBSCRIBE", CHANNEL_PREFIX + b"*", timeout=CONNECT_TIMEOUT_S)
+            if self.on_rpc is not None:
+                for channel in (RPC_CHANNEL, _rpc_channel(self.server_id)):
+                    await self.sub.call("SUBSCRIBE", channel, timeout=CONNECT_TIMEOUT_S)
         except RespError as exc:
             self.close()
             raise BridgeError(mask_url(str(exc))) from None
@@ -199,23 +225,41 @@ class RedisBridge:
             self.lost = mask_url(reason)
             self.on_lost(self.lost)
 
-    def publish(self, room: str, batch: Batch) -> None:
-        """PUBLISH each message; the replies (subscriber counts) are only counted."""
+    def _writer(self) -> RespConnection | None:
+        """The PUBLISH connection; None once the bridge is lost, which it is now if Redis
+        has more than MAX_BRIDGE_BACKLOG_BYTES waiting (growing on would end in OOM)."""
         pub = self.pub
         if self.lost is not None or pub is None:
-            return  # the bridge is lost and the server is shutting down (on_lost)
+            return None  # the bridge is lost and the server is shutting down (on_lost)
         transport = pub.transport
         waiting = transport.get_write_buffer_size() if transport is not None else 0
         if waiting > MAX_BRIDGE_BACKLOG_BYTES:
-            # Redis cannot keep up: growing without bound would end in the OOM killer,
-            # so the bridge is declared lost instead, loudly (once).
             self._lost(f"Redis is not keeping up: {waiting} bytes of PUBLISH waiting")
+            return None
+        return pub
+
+    def publish(self, room: str, batch: Batch) -> None:
+        """PUBLISH each message; the replies (subscriber counts) are only counted."""
+        pub = self._writer()
+        if pub is None:
             return
         channel = CHANNEL_PREFIX + room.encode()
         try:
             pub.send_counted(b"".join([command(b"PUBLISH", channel, _body(t, d))
                                        for t, d in batch]), len(batch))
         except RespError as exc:  # closed, or Redis refused an earlier PUBLISH
+            self._lost(f"Redis refused a PUBLISH: {exc}" if pub.lost is None else str(exc))
+
+    def send_rpc(self, dest: str | None, bodies: list[bytes]) -> None:
+        """PUBLISH each body to ``dest``'s own channel (or the one for all), pipelined."""
+        pub = self._writer()
+        if pub is None:
+            return
+        channel = RPC_CHANNEL if dest is None else _rpc_channel(dest)
+        try:
+            pub.send_counted(b"".join([command(b"PUBLISH", channel, b) for b in bodies]),
+                             len(bodies))
+        except RespError as exc:
             self._lost(f"Redis refused a PUBLISH: {exc}" if pub.lost is None else str(exc))
 
     def close(self) -> None:
@@ -227,15 +271,20 @@ class RedisBridge:
                 conn.close()
 
 
+def _rpc_channel(server_id: str) -> bytes:  # a server's own request/reply channel
+    return RPC_CHANNEL + b":" + server_id.encode()
+
+
 class ZmqBridge:
     """ZeroMQ PUB/SUB mesh bridge; see the module docstring."""
 
     def __init__(self, origin: str, bind: str, peers: Sequence[str],
-                 on_messages: OnMessages) -> None:
+                 on_messages: OnMessages, on_rpc: OnRpc | None = None) -> None:
         self.origin = origin.encode()
         self.bind = bind
         self.peers = tuple(peers)
         self.on_messages = on_messages
+        self.on_rpc = on_rpc
         self.ctx = zmq.Context()
         self.pub = self.ctx.socket(zmq.PUB)
         self.sub = self.ctx.socket(zmq.SUB)
@@ -268,6 +317,7 @@ class ZmqBridge:
         origin = self.origin
         room: str | None = None
         batch: Batch = []
+        rpc: list[bytes] = []
         n = 0
         while n < ZMQ_MAX_READ:
             try:
@@ -277,6 +327,10 @@ class ZmqBridge:
             except zmq.ZMQError:
                 return  # closed
             n += 1
+            if len(parts) == 4 and parts[0] == RPC_TAG:
+                if parts[2] != origin and parts[1] in (origin, b""):
+                    rpc.append(parts[3])
+                continue
             if len(parts) != 3 or parts[1] == origin:
                 continue
             msg = _decode(parts[2])
@@ -290,6 +344,8 @@ class ZmqBridge:
             batch.append(msg)
         if batch and room is not None:
             self.on_messages(room, batch)
+        if rpc and self.on_rpc is not None:
+            self.on_rpc(rpc)
         if n >= ZMQ_MAX_READ:
             # Edge-triggered: no new wake-up comes for what is already queued.
             asyncio.get_running_loop().call_soon(self._on_readable)
@@ -301,6 +357,14 @@ class ZmqBridge:
         for is_text, data in batch:
             with contextlib.suppress(zmq.Again):
                 send([*head, _body(is_text, data)], zmq.NOBLOCK)
+
+    def send_rpc(self, dest: str | None, bodies: list[bytes]) -> None:
+        """Send each body to server ``dest`` (every peer gets it; the others drop it)."""
+        send = self.pub.send_multipart
+        head = [RPC_TAG, b"" if dest is None else dest.encode(), self.origin]
+        for body in bodies:
+            with contextlib.suppress(zmq.Again):
+                send([*head, body], zmq.NOBLOCK)
 
     def close(self) -> None:
         """Close the sockets and the context."""
@@ -314,16 +378,17 @@ class ZmqBridge:
 
 
 async def open_bridge(kind: str, server_id: str, redis_url: str | None, zmq_bind: str | None,
-                      zmq_peers: Sequence[str], on_messages: OnMessages, on_lost: OnLost
-                      ) -> Bridge:
-    """Build and start the bridge named ``kind`` (``redis`` or ``zmq``).
+                      zmq_peers: Sequence[str], on_messages: OnMessages, on_lost: OnLost,
+                      on_rpc: OnRpc | None = None) -> Bridge:
+    """Build and start the bridge named ``kind`` (``redis`` or ``zmq``); request/reply
+    bodies for this server go to ``on_rpc``.
 
     Raises :class:`BridgeError` with one line when it cannot be set up.
     """
     if kind == "redis":
         if not redis_url:
             raise BridgeError("--bridge redis needs --redis-url redis://host:port")
-        bridge = RedisBridge(redis_url, on_messages, on_lost)
+        bridge = RedisBridge(redis_url, on_messages, on_lost, server_id, on_rpc)
         try:
             await bridge.start()
         except BaseException:
@@ -333,7 +398,7 @@ async def open_bridge(kind: str, server_id: str, redis_url: str | None, zmq_bind
     if kind == "zmq":
         if not zmq_bind:
             raise BridgeError("--bridge zmq needs --zmq-bind tcp://127.0.0.1:PORT")
-        zb = ZmqBridge(server_id, zmq_bind, zmq_peers, on_messages)
+        zb = ZmqBridge(server_id, zmq_bind, zmq_peers, on_messages, on_rpc)
         zb.start()
         return zb
     raise BridgeError(f"unknown bridge {kind!r}: use none, redis or zmq")

@@ -21,6 +21,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from msgbench.targets.ws.chat_bridge import Batch, Bridge
+from msgbench.targets.ws.chat_rpc import RPC_KINDS, RpcRouter, RpcStats, new_conn_id
 
 log = logging.getLogger("msgbench.chat")
 
@@ -40,9 +41,9 @@ _H16 = struct.Struct("!BBH")
 _H64 = struct.Struct("!BBQ")
 
 
-@dataclass
-class Stats:
-    """Counters served at ``GET /stats``."""
+@dataclass(kw_only=True)
+class Stats(RpcStats):
+    """Counters served at ``GET /stats`` (with the request/reply ones of :class:`RpcStats`)."""
 
     server_id: str
     bridge: str
@@ -124,12 +125,17 @@ class ChatConnection(ServerConnection):
     room: str = DEFAULT_ROOM
     listen: bool = True
     ack: bool = False
+    answers: bool = False
+    """A responder of its room (``respond=1``): gets the room's requests, not its messages."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.dropped = False
         """Disconnected for a full buffer (its memory is released when it is gone)."""
+        self.conn_id = new_conn_id()
+        """Its part of the return address of the requests it sends (:mod:`.chat_rpc`)."""
         self._batch: Batch = []
+        self._rpc: list[bytes] = []
         self._frag_text = False
         self._frag: list[bytes] = []
 
@@ -163,6 +169,9 @@ class ChatConnection(ServerConnection):
                 self.protocol.fail(1007, "invalid UTF-8 in a text message")
                 self.send_data()
                 return
+        elif data and data[0] in RPC_KINDS:
+            self._rpc.append(data)  # a request or a reply, not a room message
+            return
         self._batch.append((is_text, data))
 
     def data_received(self, data: bytes) -> None:
@@ -170,6 +179,9 @@ class ChatConnection(ServerConnection):
         if self._batch:
             batch, self._batch = self._batch, []
             self.hub.from_client(self.room, batch)
+        if self._rpc:
+            frames, self._rpc = self._rpc, []
+            self.hub.rpc.from_client(self, frames)
         if (self.transport.get_write_buffer_size() > self.hub.max_client_buffer
                 and self.protocol.state is State.OPEN):
             # The protocol answers pings itself: a client that sends pings and never reads
@@ -204,13 +216,15 @@ class Hub:
         self.local_first = local_first
         self.rooms: dict[str, dict[ChatConnection, None]] = {}
         self.warn = Throttled(log)
+        self.rpc = RpcRouter(stats.server_id, stats, self.write_binary)
 
     def join(self, conn: ChatConnection) -> None:
         """Make ``conn`` a member of its room (it receives what is sent there)."""
         self.rooms.setdefault(conn.room, {})[conn] = None
 
     def leave(self, conn: ChatConnection) -> None:
-        """Remove ``conn`` from its room; safe to call twice."""
+        """Remove ``conn`` from its room and from request/reply routing; safe to call twice."""
+        self.rpc.leave(conn)
         members = self.rooms.get(conn.room)
         if members is not None and members.pop(conn, 0) is None and not members:
             del self.rooms[conn.room]
@@ -250,6 +264,14 @@ class Hub:
         self.stats.messages_out += written * len(batch)
         for conn in slow:
             self.drop_slow(conn)
+
+    def write_binary(self, conn: ChatConnection, frames: list[bytes]) -> None:
+        """Write ``frames`` (binary) to ``conn`` alone, or drop it if it is too far behind."""
+        transport = conn.transport
+        if transport.get_write_buffer_size() > self.max_client_buffer:
+            self.drop_slow(conn)
+        elif conn.protocol.state is State.OPEN:
+            transport.write(frame_bytes([(False, f) for f in frames]))
 
     def drop_slow(self, conn: ChatConnection) -> None:
         """Disconnect ``conn`` (1008): more than ``max_client_buffer`` bytes wait for it."""

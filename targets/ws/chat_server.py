@@ -9,7 +9,8 @@ Query parameters of ``/ws``: ``room`` (default ``lobby``; letters, digits,
 ``_ . -``, up to 64), ``listen=0`` for a send-only client (it is not a member
 of the room and receives nothing), ``ack=1`` to get one text frame
 ``{"type": "joined", ...}`` once the client is a member, so a client knows
-that what is sent from then on reaches it.
+that what is sent from then on reaches it, ``respond=1`` for a responder of the
+room's requests (request/reply frames: :mod:`msgbench.targets.ws.chat_rpc`).
 
 Servers share messages through a bridge (:mod:`msgbench.targets.ws.chat_bridge`):
 
@@ -110,7 +111,7 @@ class ChatServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.stats = Stats(config.server_id, config.bridge)
+        self.stats = Stats(server_id=config.server_id, bridge=config.bridge)
         self.bridge: Bridge | None = None
         self.hub = Hub(self.stats, config.max_client_buffer, None, config.bridge != "redis")
         self.server: Server | None = None
@@ -130,10 +131,12 @@ class ChatServer:
             try:
                 self.bridge = await open_bridge(cfg.bridge, cfg.server_id, cfg.redis_url,
                                                 cfg.zmq_bind, cfg.zmq_peers,
-                                                self.hub.from_bridge, self._bridge_lost)
+                                                self.hub.from_bridge, self._bridge_lost,
+                                                self.hub.rpc.from_bridge)
             except BridgeError as exc:
                 raise StartError(str(exc)) from None
             self.hub.bridge = self.bridge
+            self.hub.rpc.start(self.bridge)
 
         def factory(*args: Any, **kwargs: Any) -> ChatConnection:
             conn = ChatConnection(*args, **kwargs)
@@ -185,7 +188,8 @@ class ChatServer:
                 return conn.respond(HTTPStatus.BAD_REQUEST, "room: 1-64 of A-Z a-z 0-9 _ . -\n")
             assert isinstance(conn, ChatConnection)
             conn.room = room
-            conn.listen = query.get("listen", ["1"])[0] != "0"
+            conn.answers = query.get("respond", ["0"])[0] == "1"
+            conn.listen = query.get("listen", ["1"])[0] != "0" and not conn.answers
             conn.ack = query.get("ack", ["0"])[0] == "1"
             return None  # go on with the WebSocket handshake
         if url.path in ("/", "/index.html"):
@@ -216,10 +220,14 @@ class ChatServer:
         stats = self.stats
         stats.connected += 1
         stats.connections_total += 1
-        if ws.listen:
+        self.hub.rpc.register(ws)
+        if ws.answers:
+            self.hub.rpc.add_responder(ws)
+        elif ws.listen:
             self.hub.join(ws)
         log.info("connect %s room=%s%s (%d connected)", peer(ws), ws.room,
-                 "" if ws.listen else " send-only", stats.connected)
+                 " responder" if ws.answers else "" if ws.listen else " send-only",
+                 stats.connected)
         try:
             if ws.ack:
                 with contextlib.suppress(ConnectionClosed):
@@ -241,6 +249,7 @@ class ChatServer:
             self.server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), CLOSE_TIMEOUT_S + 1)
+        self.hub.rpc.stop()
         if self.bridge is not None:
             self.bridge.close()
 

@@ -262,29 +262,41 @@ class WsClient(Client):
                         group: str | None = None) -> Subscription:
         """Join each topic's room; returns once the server confirmed every join."""
         i = server_for_sub(sub_id, len(self.urls), self.placement)
-
-        def factory(*args: Any, **kwargs: Any) -> _SubConnection:
-            conn = _SubConnection(*args, **kwargs)
-            conn.sink = sink  # before the first frame can arrive
-            return conn
-
         conns: list[tuple[_SubConnection, int]] = []
         try:
             for topic in topics:
-                conn = await _connect(i, f"{self.urls[i]}?room={topic}&ack=1",
-                                      create_connection=factory)
-                assert isinstance(conn, _SubConnection)
-                conns.append((conn, i))
-                try:
-                    joined = json.loads(await asyncio.wait_for(conn.recv(), ACK_TIMEOUT_S))
-                except TimeoutError:
-                    raise TargetError(f"chat server {i} did not confirm room {topic!r}"
-                                      ) from None
-                if joined.get("type") != "joined":
-                    raise TargetError(f"chat server {i} sent {joined!r} instead of joining")
-                conn.joined()
+                conns.append((await open_joined(i, self.urls[i], topic, sink), i))
         except BaseException:
             for c, _ in conns:  # a half-made subscription must not keep delivering
                 _abandon(c)
             raise
         return _WsSubscription(conns, sink)
+
+
+async def open_joined(server: int, url: str, topic: str, sink: Sink,
+                      query: str = "", **kwargs: Any) -> _SubConnection:
+    """A connection to ``url`` for room ``topic`` (with ``query``, ``&k=v`` ...) whose binary
+    frames go to ``sink``, once the server confirmed it ("joined"); ``kwargs`` go to
+    websockets' ``connect``. Raises
+    :class:`TargetError` when it does not, ConnectionError when it cannot connect."""
+
+    def factory(*args: Any, **kwargs: Any) -> _SubConnection:
+        conn = _SubConnection(*args, **kwargs)
+        conn.sink = sink  # before the first frame can arrive
+        return conn
+
+    conn = await _connect(server, f"{url}?room={topic}&ack=1{query}", create_connection=factory,
+                          **kwargs)
+    assert isinstance(conn, _SubConnection)
+    try:
+        try:
+            joined = json.loads(await asyncio.wait_for(conn.recv(), ACK_TIMEOUT_S))
+        except TimeoutError:
+            raise TargetError(f"chat server {server} did not confirm room {topic!r}") from None
+        if joined.get("type") != "joined":
+            raise TargetError(f"chat server {server} sent {joined!r} instead of joining")
+    except BaseException:
+        _abandon(conn)
+        raise
+    conn.joined()
+    return conn

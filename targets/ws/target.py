@@ -7,6 +7,14 @@ joins ``/ws?room=TOPIC&ack=1`` and is subscribed once the server's "joined"
 frame arrives; a publisher opens one send-only connection
 (``listen=0``) per room it sends to, and sends one binary frame per message.
 
+``--pattern rpc``: requesters and responders are WebSocket clients of the same
+servers (requester *i* placed as publisher *i*, responder *j* as subscriber
+*j*); a responder joins its room with ``respond=1``, requests and replies are
+the frames of :mod:`msgbench.targets.ws.chat_rpc`, and bridged servers pass a
+request to a responder on another server, and its reply back, over the bridge
+(``--ws-placement cross``: every request and reply crosses it). The worker side
+of that lives in :mod:`msgbench.targets.ws.rpc_client`.
+
 Which server each client uses (``--ws-placement``):
 
 * ``spread`` (default): publisher *i* -> server *i mod K*, subscriber *j* ->
@@ -37,6 +45,7 @@ from typing import Any
 from msgbench.api.target import (
     JSON,
     Availability,
+    Capability,
     Client,
     Endpoint,
     ServerProcess,
@@ -53,7 +62,8 @@ from msgbench.targets.ws.chat_server import (
     DEFAULT_MAX_SIZE,
     MAX_CLIENT_BUFFER,
 )
-from msgbench.targets.ws.client import PLACEMENTS, WsClient
+from msgbench.targets.ws.client import PLACEMENTS
+from msgbench.targets.ws.rpc_client import WsRpcClient
 
 START_TIMEOUT_S = 15.0
 STATS_TIMEOUT_S = 1.0
@@ -70,7 +80,9 @@ class WsTarget(Target):
 
     name = "ws"
     description = ("WebSocket chat server: broadcast to the clients of a room; "
-                   "--servers K --bridge redis|zmq shares rooms across servers")
+                   "--servers K --bridge redis|zmq shares rooms across servers; "
+                   "request/reply frames answered by a room's responders")
+    capabilities = frozenset({Capability.FANOUT, Capability.RPC})
     options = (
         TargetOption("--servers", "ws: chat servers (each its own process)", 1, kind="int"),
         TargetOption("--bridge", "ws: how chat servers share messages", "none",
@@ -175,7 +187,7 @@ class WsTarget(Target):
 
     def client(self, endpoint: Mapping[str, JSON], options: Mapping[str, JSON]) -> Client:
         """WebSocket clients for this worker."""
-        return WsClient(endpoint["urls"], str(endpoint.get("placement") or "spread"))
+        return WsRpcClient(endpoint["urls"], str(endpoint.get("placement") or "spread"))
 
 
 FRAME_SLACK = 1024
