@@ -185,7 +185,7 @@ class FastSubscription(Subscription, Consumer):
             return
         self._acked(tag_of(buf, first + (count - 1) * shape.stride, shape), count)
 
-    def one(self, body: bytes, tag: int) -> None:
+    def one(self, body: bytes, tag: int, redelivered: bool = False) -> None:
         """A delivery outside a run."""
         self.sink.deliver([body])
         if self.each:
