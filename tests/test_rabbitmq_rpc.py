@@ -102,3 +102,10 @@ def test_a_killed_responder_shows_as_timeouts_and_the_run_ends(
     assert s["lost"] == s["expected"] - s["delivered"]
     assert s["delivered"] > 0, "the other responder answered after the kill"
     assert elapsed < ENDS_WITHIN_S, f"the run took {elapsed:.0f} s"
+
+
+def test_aio_pika_refuses_request_reply_in_one_line(run_cli: Any) -> None:
+    r = run_cli(*RUN, "--amqp-client", "aio-pika", "--amqp-url", "amqp://127.0.0.1:1/",
+                "-d", "1s")
+    assert r.returncode == 2 and "request/reply" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

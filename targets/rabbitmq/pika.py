@@ -6,11 +6,19 @@ would); subscribers consume with a callback per message and ack as ``--amqp-ack`
 (``each`` is ``message.ack()`` per message, what ``async with message.process()`` does).
 The layout (exchanges, queues, flags) is the fast path's, so the two differ only in the
 client.
+
+Tasks: a group member iterates its group's queue (``Queue.iterator``: one message after
+another, in delivery order), awaits ``Sink.handle`` for each, then acks it as
+``--amqp-ack`` says (``multi:N`` also after an idle gap), or nacks every
+``--amqp-nack-every`` K-th fresh one with requeue; the queue depth is asked as the fast
+path does (:class:`~msgbench.targets.rabbitmq.tasks.DepthProbe`). Request/reply is not
+built on aio-pika yet (``serve`` refuses it in one line).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from urllib.parse import quote
 
@@ -23,8 +31,9 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
-from msgbench.api.target import Client, Publisher, Sink, Subscription, TargetError
+from msgbench.api.target import Client, Publisher, QueueDepth, Sink, Subscription, TargetError
 from msgbench.targets.rabbitmq.layout import Layout
+from msgbench.targets.rabbitmq.tasks import ACK_IDLE_S, DepthProbe
 from msgbench.targets.rabbitmq.wire import AmqpUrl
 
 CLOSE_TIMEOUT_S = 2.0
@@ -130,12 +139,81 @@ class PikaSubscription(Subscription):
         await self.conn.close()
 
 
+class PikaMember(Subscription):
+    """A group member on aio-pika (see the module docstring)."""
+
+    def __init__(self, conn: AbstractConnection, queue: AbstractQueue, sink: Sink,
+                 layout: Layout) -> None:
+        self.conn = conn
+        self.queue = queue
+        self.sink = sink
+        self.layout = layout
+        self.fresh = 0
+        self.unacked = 0
+        self.last: AbstractIncomingMessage | None = None
+        self.seen = 0.0
+        self.closed = False
+        conn.close_callbacks.add(self._lost)
+        self.task = asyncio.ensure_future(self._run())
+        self.flusher = asyncio.ensure_future(self._flush_when_idle())
+
+    def _lost(self, _: object, exc: BaseException | None = None) -> None:
+        if not self.closed:
+            self.sink.disconnected(f"RabbitMQ (aio-pika): connection lost: {exc or 'closed'}")
+
+    async def _run(self) -> None:
+        layout = self.layout
+        auto = layout.ack == "auto"
+        nack_every = 0 if auto else layout.nack_every
+        loop = asyncio.get_running_loop()
+        async with self.queue.iterator(no_ack=auto) as messages:
+            async for message in messages:
+                self.seen = loop.time()
+                again = bool(message.redelivered)
+                if nack_every and not again:
+                    self.fresh += 1
+                    if self.fresh % nack_every == 0:
+                        await message.nack(requeue=True)
+                        continue
+                await self.sink.handle([message.body], again)
+                if layout.ack == "each":
+                    await message.ack()
+                elif not auto:
+                    self.unacked += 1
+                    self.last = message
+                    if self.unacked >= layout.ack_every:
+                        await self._flush()
+
+    async def _flush(self) -> None:
+        if self.unacked and self.last is not None:
+            self.unacked = 0  # before the await: the loop's next ack covers only newer ones
+            await self.last.ack(multiple=True)
+
+    async def _flush_when_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(ACK_IDLE_S / 2)
+            if self.unacked and loop.time() - self.seen > ACK_IDLE_S:
+                await self._flush()
+
+    async def close(self) -> None:
+        """Stop iterating (cancels the consumer), ack what was done, close."""
+        self.closed = True
+        for t in (self.flusher, self.task):
+            t.cancel()
+        await asyncio.wait([self.flusher, self.task], timeout=CLOSE_TIMEOUT_S)
+        with contextlib.suppress(aio_pika.exceptions.AMQPError, TimeoutError, ConnectionError):
+            await asyncio.wait_for(self._flush(), CLOSE_TIMEOUT_S)
+        await self.conn.close()
+
+
 class PikaClient(Client):
     """aio-pika publishers and subscribers on the fast path's layout."""
 
     def __init__(self, url: AmqpUrl, layout: Layout) -> None:
         self.url = url
         self.layout = layout
+        self.probe = DepthProbe(url, layout)
 
     async def publisher(self, pub_id: int) -> Publisher:
         """A connection and channel per publisher (confirms on with a window)."""
@@ -146,23 +224,34 @@ class PikaClient(Client):
     async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink,
                         group: str | None = None) -> Subscription:
         """The subscriber's queue (see the layout), bound to its topics, consumed."""
-        if group is not None:  # the shared pattern: Layout.shared_queue, not built yet
-            raise TargetError("rabbitmq does not do shared groups yet (fan-out only)")
         layout = self.layout
+        if group is not None and len(topics) != 1:
+            raise TargetError("rabbitmq --amqp-client aio-pika: a group member takes one topic")
         conn, ch, exchanges = await _open(self.url, layout)
         try:
-            if layout.prefetch:
+            if layout.prefetch and not (group is not None and layout.ack == "auto"):
                 await ch.set_qos(prefetch_count=layout.prefetch)
-            spec = layout.subscriber_queue(sub_id)
+            spec = (layout.subscriber_queue(sub_id) if group is None
+                    else layout.shared_queue(group, topics[0]))
             queue = await ch.declare_queue(spec.name or None, durable=spec.durable,
                                            exclusive=spec.exclusive,
                                            auto_delete=spec.auto_delete,
                                            arguments=spec.arguments or None)
             for t in topics:
                 await queue.bind(exchanges[layout.exchange(t)], layout.routing_key(t))
+            if group is not None:
+                return PikaMember(conn, queue, sink, layout)
             sub = PikaSubscription(conn, queue, sink, layout)
             sub.tag = await queue.consume(sub.on_message, no_ack=layout.ack == "auto")
         except BaseException:
             await conn.close()
             raise
         return sub
+
+    async def queue_depth(self, topic: str, group: str) -> QueueDepth | None:
+        """The ready count of ``group``'s queue for ``topic`` (unacked: ``None``)."""
+        return await self.probe.depth(topic, group)
+
+    async def close(self) -> None:
+        """Drop the depth probe's connection."""
+        self.probe.close()
