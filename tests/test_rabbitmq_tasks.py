@@ -107,6 +107,9 @@ def test_ledger_exact_for_every_ack_mode(run_cli: Any, broker: PrivateBroker,
     info = doc["target"]
     assert (info["ack"], info["prefetch"], info["nack_every"]) == (ack, 100, nack_every)
     assert "transient" in info["group_queue"] and "queues" not in info
+    depth = [(x["queue_waiting"], x["queue_unacked"]) for x in doc["series"]
+             if "queue_waiting" in x]  # once the driver samples Client.queue_depth
+    assert all(isinstance(w, int) and w >= 0 and u is None for w, u in depth), depth
 
 
 def test_aio_pika_members_ack_and_nack_exactly(run_cli: Any, broker: PrivateBroker,
