@@ -8,8 +8,7 @@ broker, never stops it, and deletes the run's exchanges and durable queues after
 
 Where messages go is :mod:`~msgbench.targets.rabbitmq.layout`; the default client path
 (:mod:`~msgbench.targets.rabbitmq.fast`) measures RabbitMQ, ``--amqp-client aio-pika``
-(:mod:`~msgbench.targets.rabbitmq.pika`, broadcast and tasks) what an aio-pika
-application sees.
+(:mod:`~msgbench.targets.rabbitmq.pika`) what an aio-pika application sees.
 """
 
 from __future__ import annotations
@@ -249,9 +248,6 @@ class RabbitTarget(Target):
         """A private broker, or the user's (cleaned up after); see the module docstring."""
         layout = layout_of(spec.options, spec.topics, secrets.token_hex(3))
         client = str(spec.options.get("amqp_client") or "fast")
-        if client == "aio-pika" and spec.pattern == "rpc":
-            raise TargetError("rabbitmq --amqp-client aio-pika does not do request/reply yet: "
-                              "--pattern rpc runs on the fast client")
         if spec.pattern == "rpc" and spec.size > RPC_SIZE_MAX:
             raise TargetError(f"rabbitmq rpc carries requests of at most {RPC_SIZE_MAX} bytes "
                               f"(one body frame), not --size {spec.size}")
