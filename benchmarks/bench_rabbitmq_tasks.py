@@ -16,9 +16,9 @@ as ``bench_rabbitmq.py`` does), so every figure comes from the same broker.
   p99 of msgbench open loop at :data:`RPC_RATE`/s (a round trip ends long before the next
   request is due, so one is in flight), of msgbench closed loop (``--rate max --inflight
   1``), and of a bare aiormq request/reply loop at the same rate (one requester process,
-  one responder process, the same reply path). The closed-loop figure is shown because the
-  driver stamps a whole batch before ``--inflight`` holds it back, so its round trip
-  includes that wait (the request leg); the open-loop one is the broker's round trip.
+  one responder process, the same reply path). (A driver that stamps a request before
+  ``--inflight`` lets it leave, as main did before its commit ae397a5, inflates the closed
+  loop's figure by that wait; the open-loop one never had that problem.)
 
 Medians of ``--trials`` interleaved trials. The machine is shared and noisy: only
 figures measured in one go compare.
