@@ -131,7 +131,10 @@ def test_a_killed_worker_with_acks_loses_nothing(
     why = (s, g, doc["reasons"])
     assert any("killed on purpose" in r for r in doc["reasons"]), why
     assert s["lost"] == 0 and s["delivered"] == s["expected"] > 0, why
-    assert s["redelivered"] > 0 and s["duplicated"] == 0, why  # acked right after each task
+    # a task done and acked just before the kill can still be done again: its ack was in
+    # the dead connection's last bytes (most likely the socket, deliveries unread, closes
+    # with a reset and the broker drops what it had not read); each came back redelivered
+    assert s["redelivered"] > 0 and s["duplicated"] <= s["redelivered"], why
     assert g["recovery_s"] is not None, why
 
 
