@@ -1,5 +1,7 @@
-"""The fast client path: whole blocks of publishes per write, deliveries parsed per read,
-one multiple-ack per :attr:`~Layout.ack_every` deliveries.
+"""The fast client path for broadcast: whole blocks of publishes per write, deliveries
+parsed per read, one multiple-ack per :attr:`~Layout.ack_every` deliveries. (Tasks are
+:mod:`~msgbench.targets.rabbitmq.tasks`, request/reply :mod:`~msgbench.targets.rabbitmq.rpc`;
+the client object is :class:`~msgbench.targets.rabbitmq.fast.FastClient`.)
 
 A publisher writes each batch as one buffer (:func:`~frames.publish_block`) and waits
 only for flow control: the socket's buffer (RabbitMQ's credit flow and memory alarms
@@ -228,7 +230,8 @@ async def open_subscription(url: AmqpUrl, layout: Layout, spec: QueueSpec,
                             topics: Sequence[str], sink: Sink) -> FastSubscription:
     """Declare the queue of ``spec``, bind it to ``topics``, consume; returns once consuming.
 
-    Fan-out passes the subscriber's own queue; a group will pass its shared queue."""
+    Fan-out's subscribers each pass their own queue (group members consume through
+    :func:`~msgbench.targets.rabbitmq.tasks.open_member`)."""
     conn = await connect(url)
     try:
         await declare_exchanges(conn, layout)
