@@ -85,7 +85,7 @@ class _Count(Consumer):
         self.count += count
         self._ack(buf, first + (count - 1) * shape.stride + shape.tag_at, count)
 
-    def one(self, body: bytes, tag: int) -> None:
+    def one(self, body: bytes, tag: int, redelivered: bool = False) -> None:
         self.count += 1
         self.unacked += 1
         if self.unacked >= ACK_EVERY:

@@ -131,7 +131,7 @@ class _Collect(DeliverySink):
             self.got.append((buf[item + shape.body_at : item + shape.body_at
                                  + shape.body_size], tag))
 
-    def one(self, body: bytes, tag: int) -> None:
+    def one(self, body: bytes, tag: int, redelivered: bool = False) -> None:
         self.got.append((body, tag))
 
     def method(self, channel: int, value: Any) -> None:

@@ -1,5 +1,7 @@
-"""The fast client path: whole blocks of publishes per write, deliveries parsed per read,
-one multiple-ack per :attr:`~Layout.ack_every` deliveries.
+"""The fast client path for broadcast: whole blocks of publishes per write, deliveries
+parsed per read, one multiple-ack per :attr:`~Layout.ack_every` deliveries. (Tasks are
+:mod:`~msgbench.targets.rabbitmq.tasks`, request/reply :mod:`~msgbench.targets.rabbitmq.rpc`;
+the client object is :class:`~msgbench.targets.rabbitmq.fast.FastClient`.)
 
 A publisher writes each batch as one buffer (:func:`~frames.publish_block`) and waits
 only for flow control: the socket's buffer (RabbitMQ's credit flow and memory alarms
@@ -20,7 +22,7 @@ from typing import Any
 
 from pamqp import commands
 
-from msgbench.api.target import Client, Publisher, Sink, Subscription, TargetError
+from msgbench.api.target import Publisher, Sink, Subscription
 from msgbench.targets.rabbitmq.frames import Shape, publish_block, publish_head, publish_one, tag_of
 from msgbench.targets.rabbitmq.layout import Layout, QueueSpec
 from msgbench.targets.rabbitmq.wire import (
@@ -92,6 +94,10 @@ class FastPublisher(Publisher):
             self.nacked += 1
         self.confirm_moved.set()
 
+    def route(self, topic: str) -> tuple[str, str]:
+        """The exchange and routing key ``topic``'s messages are published with."""
+        return self.layout.exchange(topic), self.layout.routing_key(topic)
+
     @property
     def unconfirmed(self) -> int:
         """Publishes the broker has not confirmed (or nacked) yet."""
@@ -105,25 +111,22 @@ class FastPublisher(Publisher):
         if all(len(p) == size for p in payloads):
             await self.publish_block(topic, b"".join(payloads), len(payloads), size)
             return
+        exchange, key = self.route(topic)
         for p in payloads:
-            await self._write(publish_one(1, self.layout.exchange(topic),
-                                          self.layout.routing_key(topic), p, self.props,
+            await self._write(publish_one(1, exchange, key, p, self.props,
                                           self.conn.frame_max), 1)
 
     async def publish_block(self, topic: str, block: bytes, count: int, size: int) -> None:
         """Frame the block in one go (in window-sized pieces under confirms)."""
+        exchange, key = self.route(topic)
         if size == 0 or size > self.conn.frame_max - 8:  # several body frames each
             for p in range(0, count * size, size):
-                await self._write(publish_one(1, self.layout.exchange(topic),
-                                              self.layout.routing_key(topic),
-                                              block[p : p + size], self.props,
-                                              self.conn.frame_max), 1)
+                await self._write(publish_one(1, exchange, key, block[p : p + size],
+                                              self.props, self.conn.frame_max), 1)
             return
         head = self.heads.get((topic, size))
         if head is None:
-            head = self.heads[(topic, size)] = publish_head(
-                1, self.layout.exchange(topic), self.layout.routing_key(topic), size,
-                self.props)
+            head = self.heads[(topic, size)] = publish_head(1, exchange, key, size, self.props)
         step = min(count, self.window) if self.window else count
         view = memoryview(block)
         for first in range(0, count, step):
@@ -185,7 +188,7 @@ class FastSubscription(Subscription, Consumer):
             return
         self._acked(tag_of(buf, first + (count - 1) * shape.stride, shape), count)
 
-    def one(self, body: bytes, tag: int) -> None:
+    def one(self, body: bytes, tag: int, redelivered: bool = False) -> None:
         """A delivery outside a run."""
         self.sink.deliver([body])
         if self.each:
@@ -227,7 +230,8 @@ async def open_subscription(url: AmqpUrl, layout: Layout, spec: QueueSpec,
                             topics: Sequence[str], sink: Sink) -> FastSubscription:
     """Declare the queue of ``spec``, bind it to ``topics``, consume; returns once consuming.
 
-    Fan-out passes the subscriber's own queue; a group will pass its shared queue."""
+    Fan-out's subscribers each pass their own queue (group members consume through
+    :func:`~msgbench.targets.rabbitmq.tasks.open_member`)."""
     conn = await connect(url)
     try:
         await declare_exchanges(conn, layout)
@@ -247,26 +251,6 @@ async def open_subscription(url: AmqpUrl, layout: Layout, spec: QueueSpec,
         conn.close()
         raise
     return sub
-
-
-class FastClient(Client):
-    """The default client (see the module docstring)."""
-
-    def __init__(self, url: AmqpUrl, layout: Layout) -> None:
-        self.url = url
-        self.layout = layout
-
-    async def publisher(self, pub_id: int) -> Publisher:
-        """A connection of its own per publisher."""
-        return await FastPublisher.open(self.url, self.layout)
-
-    async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink,
-                        group: str | None = None) -> Subscription:
-        """Fan-out: a queue of the subscriber's own (durable ones resume after a churn)."""
-        if group is not None:  # the shared pattern: Layout.shared_queue, not built yet
-            raise TargetError("rabbitmq does not do shared groups yet (fan-out only)")
-        return await open_subscription(self.url, self.layout,
-                                       self.layout.subscriber_queue(sub_id), topics, sink)
 
 
 def endpoint_url(endpoint: dict[str, Any]) -> AmqpUrl:

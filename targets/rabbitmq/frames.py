@@ -111,8 +111,9 @@ class DeliverySink:
         """``count`` one-frame deliveries of ``shape`` from ``buf[first:]`` on."""
         raise NotImplementedError
 
-    def one(self, body: bytes, tag: int) -> None:
-        """A delivery that is not part of a run (first of its shape, or split)."""
+    def one(self, body: bytes, tag: int, redelivered: bool = False) -> None:
+        """A delivery that is not part of a run (its body split over several frames);
+        ``redelivered`` is the ``Basic.Deliver`` flag (the broker delivers it again)."""
         raise NotImplementedError
 
     def method(self, channel: int, value: Frame) -> None:
@@ -195,7 +196,8 @@ def parse(buf: bytes, sink: DeliverySink, frame_max: int,
                 if used == 0:
                     break
                 body = b"".join(_bodies(buf, pos + shape.body_frame_at, pos + used))
-                sink.one(body, _TAG.unpack_from(buf, pos + shape.tag_at)[0])
+                sink.one(body, _TAG.unpack_from(buf, pos + shape.tag_at)[0],
+                         bool(buf[pos + shape.tag_at + 8] & 1))
                 pos += used
                 continue
             n = _run_length(buf, pos, end, shape)
@@ -244,3 +246,45 @@ def _split_delivery(buf: bytes, pos: int, end: int, shape: Shape) -> int:
 def tag_of(buf: bytes, item: int, shape: Shape) -> int:
     """The delivery tag of the delivery starting at ``item``."""
     return int(_TAG.unpack_from(buf, item + shape.tag_at)[0])
+
+
+def tags_and_flags(buf: bytes, first: int, count: int, shape: Shape
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The delivery tags (uint64) and ``redelivered`` flags (bool) of a run of ``count``
+    deliveries of ``shape`` from ``buf[first:]`` on, read with numpy in one go.
+
+    :func:`parse` does not compare the flag across a run, so a run may mix first and
+    repeated deliveries; the caller splits it where the flag changes."""
+    rows = np.frombuffer(buf, dtype=np.uint8, count=count * shape.stride, offset=first
+                         ).reshape(count, shape.stride)
+    at = shape.tag_at
+    tags = rows[:, at : at + 8].copy().view(">u8").ravel().astype(np.uint64)
+    return tags, (rows[:, at + 8] & 1).astype(bool)
+
+
+_PROP_SHORTSTR = (15, 14)
+"""Property bits before ``reply_to`` holding a short string: content type, encoding."""
+_BIT_HEADERS, _BIT_MODE, _BIT_PRIORITY, _BIT_CORRELATION, _BIT_REPLY_TO = 13, 12, 11, 10, 9
+
+
+def reply_to_at(buf: bytes, item: int, shape: Shape) -> bytes:
+    """The ``reply_to`` property of the one-frame delivery at ``item`` (``b""`` if none).
+
+    Reads the content header's property flags and skips the fields that precede
+    ``reply_to`` (AMQP orders properties by flag bit, high bit first): content type and
+    encoding (short strings), headers (a table: 4-byte length), delivery mode and
+    priority (octets), correlation id (short string)."""
+    h = item + shape.header_at + 7
+    flags = int.from_bytes(buf[h + 12 : h + 14], "big")
+    if not flags >> _BIT_REPLY_TO & 1:
+        return b""
+    p = h + 14
+    for bit in _PROP_SHORTSTR:
+        if flags >> bit & 1:
+            p += 1 + buf[p]
+    if flags >> _BIT_HEADERS & 1:
+        p += 4 + int.from_bytes(buf[p : p + 4], "big")
+    p += (flags >> _BIT_MODE & 1) + (flags >> _BIT_PRIORITY & 1)
+    if flags >> _BIT_CORRELATION & 1:
+        p += 1 + buf[p]
+    return bytes(buf[p + 1 : p + 1 + buf[p]])

@@ -14,10 +14,19 @@ collecting while its subscriber is away and is consumed again when the subscribe
 back (the source text's durable subscriber). ``--quorum`` makes those queues quorum
 queues (replicated, always durable).
 
-Every queue a client declares is a :class:`QueueSpec`, so the next patterns only add
-specs: a named group's members share one queue (:meth:`Layout.shared_queue`: competing
-consumers, each message to one member), and a requester's reply queue is
-``amq.rabbitmq.reply-to`` or an exclusive server-named one (as a transient subscriber's).
+Every queue a client declares is a :class:`QueueSpec`:
+
+* tasks: a group's members share one queue per (group, topic) bound to the topic's
+  exchange (:meth:`Layout.shared_queue`: competing consumers, each message to one
+  member). It is transient by default: named, not durable, auto-delete (gone once its
+  last member leaves, so a user's broker keeps nothing); with ``--durable`` it is a
+  durable queue (``--quorum``: a quorum queue) that keeps its tasks while no member is
+  there. Queue durability costs nothing per message (``--persistent`` messages do), so
+  the default measures the same work queue a durable one would, minus the leftovers;
+* rpc: requests go through the default exchange to one queue per topic
+  (:meth:`Layout.request_queue`), shared by the topic's responders; replies come back
+  to ``amq.rabbitmq.reply-to`` (direct reply-to, ``--amqp-reply direct``) or to a
+  requester's exclusive, auto-delete, server-named queue (``--amqp-reply queue``).
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 EXCHANGE_KINDS = ("fanout", "topic")
+REPLY_MODES = ("direct", "queue")
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+"""RabbitMQ's pseudo-queue for replies without a reply queue (direct reply-to)."""
 PREFIX = "msgbench"
 
 
@@ -61,6 +73,11 @@ class Layout:
     """With ``multi``: one multiple-ack per this many deliveries (and before a close)."""
     max_length: int = 0
     """``x-max-length`` of every subscriber queue (oldest dropped beyond it); 0 = none."""
+    nack_every: int = 0
+    """Tasks: every this many fresh tasks one is nacked with requeue instead of done; 0 = none."""
+    reply: str = "direct"
+    """Request/reply: ``direct`` (``amq.rabbitmq.reply-to``) or ``queue`` (a reply queue
+    per requester)."""
 
     def exchange(self, topic: str) -> str:
         """The exchange ``topic`` is published to."""
@@ -87,10 +104,17 @@ class Layout:
         return QueueSpec(self.sub_queue(sub_id), self.durable, transient, transient,
                          self.queue_arguments())
 
-    def shared_queue(self, group: str) -> QueueSpec:
-        """The one queue a named group's members consume from (competing consumers):
-        named, never exclusive, durable as the run's queues are."""
-        return QueueSpec(f"{PREFIX}.{self.run_id}.group.{group}", self.durable, False,
+    def shared_queue(self, group: str, topic: str | None = None) -> QueueSpec:
+        """The one queue a named group's members consume ``topic`` from (competing
+        consumers): named, never exclusive, durable as the run's queues are (transient
+        ones auto-delete once their last member leaves)."""
+        name = f"{PREFIX}.{self.run_id}.group.{group}" + (f".{topic}" if topic else "")
+        return QueueSpec(name, self.durable, False, not self.durable, self.queue_arguments())
+
+    def request_queue(self, topic: str) -> QueueSpec:
+        """Request/reply: the queue ``topic``'s requests wait in, shared by its responders
+        (declared by requesters and responders alike: whoever comes first)."""
+        return QueueSpec(f"{PREFIX}.{self.run_id}.rpc.{topic}", self.durable, False,
                          not self.durable, self.queue_arguments())
 
     def queue_arguments(self) -> dict[str, Any]:
@@ -130,3 +154,19 @@ class Layout:
             "ack": f"multi:{self.ack_every}" if self.ack == "multi" else self.ack,
             "max_length": self.max_length or None,
         }
+
+    def describe_pattern(self, pattern: str) -> dict[str, Any]:
+        """What the result records for a tasks or rpc run, beyond :meth:`describe`."""
+        queue = (("quorum" if self.quorum else "durable") if self.durable
+                 else "transient (auto-delete)")
+        if pattern == "tasks":
+            return {"group_queue": f"one per (group, topic), {queue}",
+                    "nack_every": self.nack_every,
+                    "queue_depth": "waiting = ready count (passive queue.declare); unacked "
+                                   "not reported (AMQP 0-9-1 does not tell)"}
+        if pattern == "rpc":
+            return {"reply": self.reply,
+                    "reply_to": DIRECT_REPLY_TO if self.reply == "direct"
+                    else "exclusive auto-delete queue per requester",
+                    "request_queue": f"one per topic, {queue}"}
+        return {}

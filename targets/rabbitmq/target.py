@@ -1,4 +1,5 @@
-"""``rabbitmq``: an AMQP 0-9-1 broker; broadcast through an exchange, a queue per subscriber.
+"""``rabbitmq``: an AMQP 0-9-1 broker; broadcast through an exchange, a queue per subscriber;
+tasks on a shared work queue per group; request/reply with direct reply-to or reply queues.
 
 Without ``--amqp-url`` the run starts a private RabbitMQ node
 (:mod:`msgbench.kit.amqp_server`) and measures its ``beam.smp`` as ``rabbitmq-server``;
@@ -6,7 +7,7 @@ its start-up time is recorded and lies before the measurement. With a URL it use
 broker, never stops it, and deletes the run's exchanges and durable queues afterwards.
 
 Where messages go is :mod:`~msgbench.targets.rabbitmq.layout`; the default client path
-(:mod:`~msgbench.targets.rabbitmq.client`) measures RabbitMQ, ``--amqp-client aio-pika``
+(:mod:`~msgbench.targets.rabbitmq.fast`) measures RabbitMQ, ``--amqp-client aio-pika``
 (:mod:`~msgbench.targets.rabbitmq.pika`) what an aio-pika application sees.
 """
 
@@ -27,6 +28,7 @@ from pamqp import commands
 from msgbench.api.target import (
     JSON,
     Availability,
+    Capability,
     Client,
     Endpoint,
     ServerProcess,
@@ -36,15 +38,25 @@ from msgbench.api.target import (
     TargetOption,
 )
 from msgbench.kit.amqp_server import check_installed, private_broker, server_script
-from msgbench.targets.rabbitmq.client import FastClient, endpoint_url
-from msgbench.targets.rabbitmq.layout import EXCHANGE_KINDS, Layout
-from msgbench.targets.rabbitmq.wire import AccessRefused, AmqpError, AmqpUrl, connect, parse_url
+from msgbench.targets.rabbitmq.client import endpoint_url
+from msgbench.targets.rabbitmq.fast import FastClient
+from msgbench.targets.rabbitmq.layout import EXCHANGE_KINDS, REPLY_MODES, Layout
+from msgbench.targets.rabbitmq.wire import (
+    FRAME_MAX,
+    AccessRefused,
+    AmqpError,
+    AmqpUrl,
+    connect,
+    parse_url,
+)
 
 CLIENTS = ("fast", "aio-pika")
 DEFAULT_PREFETCH = 1000
 DEFAULT_ACK = "multi:250"
 _ACK_RE = re.compile(r"^(auto|each|multi(?::(\d+))?)$")
 CLEANUP_TIMEOUT_S = 5.0
+RPC_SIZE_MAX = FRAME_MAX - 8
+"""A responder reads a request's return address from one-frame deliveries only."""
 URL_ENV = "MSGBENCH_AMQP_URL"
 """Where ``--amqp-url`` may come from instead: keeps a password off the command line."""
 
@@ -89,9 +101,19 @@ def layout_of(options: Mapping[str, JSON], topics: tuple[str, ...], run_id: str)
     durable, quorum = bool(options.get("durable")), bool(options.get("quorum"))
     if quorum and not durable:
         raise TargetError("--quorum queues are durable, named queues: add --durable")
+    nack_every = _int(options, "amqp_nack_every", "--amqp-nack-every", 0)
+    if nack_every == 1:
+        raise TargetError("--amqp-nack-every 1 would nack every task for ever: use 0 (none) "
+                          "or 2 or more")
+    if nack_every and ack == "auto":
+        raise TargetError("--amqp-nack-every needs acks (--amqp-ack each or multi:N): with "
+                          "auto there is nothing to nack")
+    reply = str(options.get("amqp_reply") or "direct")
+    if reply not in REPLY_MODES:
+        raise TargetError(f"--amqp-reply must be one of {', '.join(REPLY_MODES)}")
     return Layout(run_id, topics, kind, durable, quorum, bool(options.get("persistent")),
                   _int(options, "confirm_window", "--confirm-window", 0), prefetch, ack, every,
-                  _int(options, "amqp_max_length", "--amqp-max-length", 0))
+                  _int(options, "amqp_max_length", "--amqp-max-length", 0), nack_every, reply)
 
 
 def given_url(options: Mapping[str, JSON]) -> str | None:
@@ -127,13 +149,25 @@ def describe(url: AmqpUrl) -> dict[str, JSON]:
         raise TargetError(str(exc)) from None
 
 
-async def _cleanup(url: AmqpUrl, layout: Layout, subs: int) -> str:
+def durable_queues(layout: Layout, subs: int, pattern: str) -> list[str]:
+    """The durable queues a run leaves on a broker (none unless ``--durable``).
+
+    A group's name is the driver's (``g<topic index>``, one group per topic); deleting a
+    queue that is not there is harmless (RabbitMQ's ``Queue.Delete`` is idempotent)."""
+    if not layout.durable:
+        return []
+    if pattern == "tasks":
+        return [layout.shared_queue(f"g{i}", t).name for i, t in enumerate(layout.topics)]
+    if pattern == "rpc":
+        return [layout.request_queue(t).name for t in layout.topics]
+    return [layout.sub_queue(sid) for sid in range(subs)]
+
+
+async def _cleanup(url: AmqpUrl, layout: Layout, queues: list[str]) -> str:
     conn = await connect(url)
     try:
-        if layout.durable:
-            for sid in range(subs):
-                await conn.call(commands.Queue.Delete(queue=layout.sub_queue(sid)),
-                                commands.Queue.DeleteOk)
+        for queue in queues:
+            await conn.call(commands.Queue.Delete(queue=queue), commands.Queue.DeleteOk)
         for name in layout.exchanges():
             await conn.call(commands.Exchange.Delete(exchange=name), commands.Exchange.DeleteOk)
     finally:
@@ -141,10 +175,10 @@ async def _cleanup(url: AmqpUrl, layout: Layout, subs: int) -> str:
     return f"deleted the run's exchanges and queues msgbench.{layout.run_id}.*"
 
 
-def cleanup(url: AmqpUrl, layout: Layout, subs: int) -> str:
-    """Best effort: delete the run's exchanges and durable queues from a user's broker."""
+def cleanup(url: AmqpUrl, layout: Layout, queues: list[str]) -> str:
+    """Best effort: delete the run's exchanges and durable ``queues`` from a user's broker."""
     try:
-        return asyncio.run(asyncio.wait_for(_cleanup(url, layout, subs), CLEANUP_TIMEOUT_S))
+        return asyncio.run(asyncio.wait_for(_cleanup(url, layout, queues), CLEANUP_TIMEOUT_S))
     except (AmqpError, TimeoutError) as exc:
         return f"exchanges and queues msgbench.{layout.run_id}.* may be left: {exc}"
 
@@ -154,7 +188,8 @@ class RabbitTarget(Target):
 
     name = "rabbitmq"
     description = ("AMQP 0-9-1 broker: a fanout (or topic) exchange, a queue per subscriber, "
-                   "transient or --durable")
+                   "transient or --durable; a work queue per group; RPC with direct reply-to")
+    capabilities = frozenset({Capability.FANOUT, Capability.SHARED, Capability.RPC})
     options = (
         TargetOption("--amqp-url", "Use this broker (amqp://user:pass@host:port/vhost, "
                      "amqps:// for TLS) instead of starting a private rabbitmq-server; or set "
@@ -176,8 +211,15 @@ class RabbitTarget(Target):
                      kind="flag"),
         TargetOption("--amqp-prefetch", "Basic.Qos prefetch count of every consumer "
                      "(0 = unlimited).", default=DEFAULT_PREFETCH, kind="int"),
-        TargetOption("--amqp-ack", "auto (no acks), each, or multi:N (one multiple-ack per N "
-                     "deliveries, N <= prefetch).", default=DEFAULT_ACK),
+        TargetOption("--amqp-ack", "auto (no acks: at most once), each, or multi:N (one "
+                     "multiple-ack per N deliveries, N <= prefetch; tasks: also after an idle "
+                     "gap).", default=DEFAULT_ACK),
+        TargetOption("--amqp-nack-every", "rabbitmq tasks: nack (requeue) every K-th fresh task "
+                     "instead of doing it, so the broker redelivers it; 0 = none.", default=0,
+                     kind="int"),
+        TargetOption("--amqp-reply", "rabbitmq rpc: replies by direct reply-to "
+                     "(amq.rabbitmq.reply-to) or to a reply queue per requester.",
+                     default="direct", choices=REPLY_MODES),
         TargetOption("--amqp-max-length", "x-max-length of every subscriber queue: beyond it "
                      "the oldest messages are dropped (and counted lost); 0 = unbounded.",
                      default=0, kind="int"),
@@ -206,7 +248,13 @@ class RabbitTarget(Target):
         """A private broker, or the user's (cleaned up after); see the module docstring."""
         layout = layout_of(spec.options, spec.topics, secrets.token_hex(3))
         client = str(spec.options.get("amqp_client") or "fast")
-        info: dict[str, Any] = {"client": client, **layout.describe(), "run_id": layout.run_id}
+        if spec.pattern == "rpc" and spec.size > RPC_SIZE_MAX:
+            raise TargetError(f"rabbitmq rpc carries requests of at most {RPC_SIZE_MAX} bytes "
+                              f"(one body frame), not --size {spec.size}")
+        info: dict[str, Any] = {"client": client, **layout.describe(),
+                                **layout.describe_pattern(spec.pattern), "run_id": layout.run_id}
+        if spec.pattern != "broadcast":
+            info.pop("queues")  # a subscriber's own queue: the group / request queues differ
         if layout.persistent and not layout.durable:
             info["note"] = "persistent messages in transient queues are not written to disk"
         given = given_url(spec.options)
@@ -215,7 +263,8 @@ class RabbitTarget(Target):
             info.update(describe(url), managed=False, measured=False, url=url.display())
             data = {"url": asdict(url), "layout": layout.to_json(), "client": client}
             yield Endpoint(data=data, info=info)
-            info["cleanup"] = cleanup(url, layout, spec.subs)
+            info["cleanup"] = cleanup(url, layout,
+                                      durable_queues(layout, spec.subs, spec.pattern))
             return
         with private_broker() as broker:
             url = parse_url(broker.url)

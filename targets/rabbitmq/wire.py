@@ -101,6 +101,12 @@ def ack_frame(tag: int, multiple: bool) -> bytes:
     return _ACK.pack(1, CHANNEL, 13, 60, 80, tag, int(multiple), 0xCE)
 
 
+def requeue_frame(tag: int) -> bytes:
+    """``Basic.Nack`` of one delivery with requeue on channel 1: the broker delivers it
+    again (to any consumer of its queue), flagged ``redelivered``."""
+    return _ACK.pack(1, CHANNEL, 13, 60, 120, tag, 0b10, 0xCE)  # bits: multiple 0, requeue 1
+
+
 class Consumer:
     """Receives a channel's deliveries; implemented by subscriptions."""
 
@@ -108,7 +114,7 @@ class Consumer:
         """See :meth:`~msgbench.targets.rabbitmq.frames.DeliverySink.block`."""
         raise NotImplementedError
 
-    def one(self, body: bytes, tag: int) -> None:
+    def one(self, body: bytes, tag: int, redelivered: bool = False) -> None:
         """See :meth:`~msgbench.targets.rabbitmq.frames.DeliverySink.one`."""
         raise NotImplementedError
 
@@ -175,10 +181,10 @@ class AmqpConnection(asyncio.Protocol, DeliverySink):
         if self.consumer is not None:
             self.consumer.block(buf, first, count, shape)
 
-    def one(self, body: bytes, tag: int) -> None:
+    def one(self, body: bytes, tag: int, redelivered: bool = False) -> None:
         """A delivery outside a run goes to the consumer."""
         if self.consumer is not None:
-            self.consumer.one(body, tag)
+            self.consumer.one(body, tag, redelivered)
 
     def method(self, channel: int, value: Frame) -> None:
         """Asynchronous methods are handled here; anything else answers the oldest call."""
