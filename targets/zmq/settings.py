@@ -30,7 +30,7 @@ from msgbench.kit.procs import LOOPBACK, free_port
 
 BROADCAST_MODES = ("mesh", "proxy")
 TASK_MODES = ("pipeline", "broker")
-RPC_MODES = ("reqrep", "dealer", "rpc-broker")
+RPC_MODES = ("dealer", "reqrep", "rpc-broker")
 MODES = BROADCAST_MODES + TASK_MODES + RPC_MODES
 MODES_OF_PATTERN = {"broadcast": BROADCAST_MODES, "tasks": TASK_MODES, "rpc": RPC_MODES}
 """The modes that carry each pattern; the first is the default."""
