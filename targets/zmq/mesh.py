@@ -221,28 +221,26 @@ class _ZmqClient(Client):
     def _socket(self, kind: int) -> zmq.Socket[bytes]:
         return configure(self.ctx.socket(kind), self.settings.hwm, self.settings.sockbuf)
 
-    def _not_rpc(self) -> None:
+    def _rpc(self, wanted: bool) -> None:
         mode = self.endpoint["mode"]
-        if mode in RPC_MODES:
-            raise TargetError(f"--zmq-mode {mode} carries request/reply only (--pattern rpc)")
+        if (mode in RPC_MODES) != wanted:
+            raise TargetError(f"--zmq-mode {mode} does not carry this (see --zmq-mode)")
 
     async def requester(self, req_id: int, sink: Sink) -> Requester:
         """A REQ (reqrep) or DEALER (dealer, rpc-broker) socket per topic; see :mod:`.rpc`."""
-        if self.endpoint["mode"] not in RPC_MODES:
-            raise TargetError(f"--zmq-mode {self.endpoint['mode']} does not do request/reply")
+        self._rpc(True)
         return rpc.open_requester(self.endpoint, self.settings, sink, self._socket)
 
     async def responder(self, resp_id: int, topics: Sequence[str],
                         service: Service) -> Subscription:
         """A REP (reqrep), ROUTER (dealer) or broker-side DEALER (rpc-broker) responder."""
-        if self.endpoint["mode"] not in RPC_MODES:
-            raise TargetError(f"--zmq-mode {self.endpoint['mode']} does not do request/reply")
+        self._rpc(True)
         return rpc.open_responder(self.endpoint, resp_id, topics, service, self._socket)
 
     async def publisher(self, pub_id: int) -> Publisher:
         """A PUB socket bound to this publisher's address (mesh) or connected to the forwarder;
         in the task modes PUSH sockets (pipeline) or a DEALER to the broker."""
-        self._not_rpc()
+        self._rpc(False)
         mode = self.endpoint["mode"]
         if mode == "pipeline":
             return pipeline.open_publisher(self.endpoint, pub_id, self._socket)
@@ -272,7 +270,7 @@ class _ZmqClient(Client):
 
         In the task modes (``group`` given) a PULL (pipeline) or DEALER (broker) worker of
         its one topic."""
-        self._not_rpc()
+        self._rpc(False)
         mode = self.endpoint["mode"]
         if (group is not None) != (mode in TASK_MODES):
             raise TargetError(f"--zmq-mode {mode} cannot serve "
@@ -304,9 +302,8 @@ class _ZmqClient(Client):
 
 
 class ZmqTarget(Target):
-    """ZeroMQ: PUB/SUB mesh or forwarder (broadcast), PUSH/PULL pipeline or load-balancing
-    broker (tasks), REQ/REP, DEALER/ROUTER or a ROUTER/DEALER broker (rpc); see the module
-    docstrings."""
+    """ZeroMQ: PUB/SUB (broadcast), PUSH/PULL or a load-balancing broker (tasks), REQ/REP,
+    DEALER/ROUTER or a broker (rpc); see the module docstrings."""
 
     name = "zmq"
     description = ("ZeroMQ PUB/SUB: brokerless mesh (each publisher binds, subscribers connect "
@@ -319,11 +316,9 @@ class ZmqTarget(Target):
                      "everyone connects to an XSUB/XPUB forwarder process (both --pattern "
                      "broadcast); pipeline: publishers PUSH, workers PULL; broker: a "
                      "load-balancing ROUTER broker process (both --pattern tasks); reqrep: "
-                     "REQ/REP lockstep, one request in flight per requester; dealer: "
-                     "DEALER requesters, ROUTER responders, many in flight; rpc-broker: "
-                     "DEALERs through a ROUTER/DEALER broker process (all --pattern rpc); "
-                     "default: mesh for broadcast, pipeline for tasks, dealer for rpc",
-                     None, choices=MODES),
+                     "REQ/REP lockstep; dealer: DEALER -> ROUTER, many in flight; rpc-broker: "
+                     "through a ROUTER/DEALER broker process (all --pattern rpc); default: "
+                     "mesh, pipeline, dealer by pattern", None, choices=MODES),
         TargetOption("--zmq-transport", "tcp (loopback) or ipc (Unix sockets in a private "
                      "temp dir)", "tcp", choices=TRANSPORTS),
         TargetOption("--hwm", "ZeroMQ high-water mark (SNDHWM/RCVHWM, messages; 0: no limit); "
