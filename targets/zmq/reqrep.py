@@ -32,7 +32,8 @@ from collections.abc import Callable, Sequence
 import zmq
 
 from msgbench.api.target import Requester, Service, Sink, Subscription, TargetError
-from msgbench.targets.zmq.waiting import POLLIN, POLLOUT, Waker
+from msgbench.targets.zmq.dealer import Ready
+from msgbench.targets.zmq.waiting import POLLIN, POLLOUT
 
 SocketFactory = Callable[[int], zmq.Socket[bytes]]
 _NOBLOCK = zmq.NOBLOCK
@@ -49,7 +50,7 @@ class _Lockstep:
         self.more = asyncio.Event()
         self.abandoned = 0
         """Requests whose reply did not come within the timeout (the driver counts them)."""
-        self.waker = Waker(sock)
+        self.waker = Ready(sock)
         self.task: asyncio.Task[None] = asyncio.ensure_future(self._run())
         self.task.add_done_callback(self._ended)
 
@@ -129,7 +130,7 @@ class RepResponder(Subscription):
     def __init__(self, sock: zmq.Socket[bytes], service: Service) -> None:
         self.sock = sock
         self.service = service
-        self.waker = Waker(sock)
+        self.waker = Ready(sock)
         self.task: asyncio.Task[None] = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
@@ -137,7 +138,7 @@ class RepResponder(Subscription):
             try:
                 request = self.sock.recv(_NOBLOCK)
             except zmq.Again:
-                await self.waker.until(POLLIN)
+                await self.waker.until(POLLIN, None)
                 continue
             (reply,) = await self.service.answer([request])
             # REP never says Again here: its one pending reply always has room (the
