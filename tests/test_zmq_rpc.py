@@ -99,7 +99,7 @@ def test_killed_rpc_broker_ends_the_run(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--pattern", "rpc", "--zmq-mode", "mesh"], "carries --pattern broadcast only"),
-        (["--zmq-mode", "reqrep"], "carries --pattern rpc only"),
+        (["--pattern", "tasks", "--zmq-mode", "reqrep"], "carries --pattern rpc only"),
     ],
 )
 def test_a_mode_for_another_pattern_is_one_line_and_exit_2(run_cli: Any, args: list[str],
