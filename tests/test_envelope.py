@@ -57,11 +57,3 @@ def test_a_reply_keeps_the_request_header_and_adds_the_responders_stamp() -> Non
     assert envelope.decode(reply) == envelope.decode(req), "accounting reads it as the request"
     with pytest.raises(ValueError, match="not a reply"):
         envelope.read_reply(req + bytes(32))
-
-
-def test_restamp_sets_both_times_and_keeps_the_rest() -> None:
-    env = Envelope(Kind.MEASURE, 3, 7, 42, 1000, 2000)
-    raw = encode(env, padding(HEADER_SIZE + 8)) + b"tail"
-    out = envelope.restamp(raw, 5000)
-    assert envelope.decode(out) == Envelope(Kind.MEASURE, 3, 7, 42, 5000, 5000)
-    assert out[HEADER_SIZE:] == raw[HEADER_SIZE:] and len(out) == len(raw)

@@ -45,7 +45,6 @@ from msgbench.run.replies import ReplySink
 from msgbench.run.shared import Answerer, GroupSink
 from msgbench.run.sink import Buffers, SubscriberSink
 from msgbench.workload.config import RunConfig
-from msgbench.workload.envelope import restamp
 from msgbench.workload.topology import Pattern, requester_scope, subscriber_scope
 from msgbench.workload.work import parse_slow_worker, parse_work
 
@@ -418,11 +417,7 @@ class _Requests(Publisher):
                 except TimeoutError:
                     self.given_up += 1
                 continue
-            # closed loop: "intended" is the send time itself, and this is when the request
-            # can go; stamped when packed, the wait for a free slot (the previous round
-            # trip) would be counted as this one's latency
-            now = time.monotonic_ns()
-            chunk = [restamp(p, now) for p in payloads[i : i + room]]
+            chunk = payloads[i : i + room]
             await self.requester.request(topic, chunk)
             self.sent += len(chunk)
             i += len(chunk)

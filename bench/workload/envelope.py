@@ -67,18 +67,6 @@ class Envelope:
     sent_ns: int
 
 
-_TIMES = struct.Struct("<QQ")
-_TIMES_AT = HEADER_SIZE - _TIMES.size
-
-
-def restamp(payload: bytes, now_ns: int) -> bytes:
-    """``payload`` with both its intended and sent times set to ``now_ns``: a closed-loop
-    message that waited for its turn after it was packed (``--inflight``) leaves now."""
-    out = bytearray(payload)
-    _TIMES.pack_into(out, _TIMES_AT, now_ns, now_ns)
-    return bytes(out)
-
-
 def padding(size: int) -> bytes:
     """Return the zero bytes that pad a header to ``size`` bytes in total.
 
