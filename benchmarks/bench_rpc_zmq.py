@@ -14,14 +14,11 @@
    and, with a C compiler and libzmq's headers, libzmq's lockstep REQ -> REP loop in C
    (``zmq_rr_ref.c``): what libzmq itself costs, without Python. Medians of
    ``--trials``; ratios are msgbench / bare pyzmq of the same design.
-2. **8 requesters x 2 responders, open loop** (unless ``--skip-search``): per design, a
-   short search for the highest ``--rate`` per requester whose round trip p99 (from
-   the intended send time) is <= 10 ms with no timeouts: from ``--start``, halving
-   until each design passed once, then doubling each until it fails, then ``--bisect``
-   halvings between its highest pass and lowest fail; the designs take turns at each
-   rate; one run of ``--step`` seconds each, and each
-   step prints the run's first named limit (on a shared machine: often waiting for a
-   CPU, and then the steps are not monotonic).
+2. **8 requesters x 2 responders, open loop** (unless ``--skip-search``): per design,
+   ``msgbench capacity`` (ramp, then bisect; ``--step`` seconds a step, at most
+   ``--budget``) finds the highest ``--rate`` per requester whose round trip p99 (from
+   the intended send time) is <= 10 ms, with every reply in time and the requesters on
+   schedule; it names the limit (on this shared machine often other load).
 
 The 2-core machine is shared and noisy: compare figures measured in one go only.
 
@@ -55,8 +52,6 @@ REF_SETTLE_S = 0.3
 """Time the bare responder (and broker) get to bind before the requester starts."""
 P99_GOAL_NS = 10_000_000
 MODES = ("reqrep", "dealer", "rpc-broker")
-MIN_RATE = 10
-"""Below this many requests/s per requester the search stops halving."""
 BROKER = "msgbench.targets.zmq.rpcbroker"
 
 
@@ -221,65 +216,36 @@ def _one_by_one(trials: int, seconds: float, c_exe: Path | None) -> None:
               f"p99 {med('C', 1) / 1e3:8.1f} us")
 
 
-def _passes(mode: str, rate: int, step_s: float) -> bool:
-    """One search step: run 8 x 2 at ``rate`` per requester, print it, say if it passed."""
-    doc = _msgbench(["--zmq-mode", mode, "--pubs", "8", "--subs", "2", "--rate", str(rate),
-                     "-d", f"{step_s}s", "-w", "500ms"])
-    s = doc["summary"]
-    p99 = s["latency_ns"].get("p99") or 0
-    ok = (doc["status"] == "ok" and s["timeouts"] == 0 and p99 <= P99_GOAL_NS
-          and s["expected"] > 0)
-    first_limit = (doc.get("limits") or ["none named"])[0]
-    print(f"  {mode:10} --rate {rate:6} x 8: {'pass' if ok else 'FAIL'}  p99 "
-          f"{p99 / 1e6:7.2f} ms, timeouts {s['timeouts']}, {s['delivered']}/{s['expected']} "
-          f"replies, {doc['status']}; first limit: {first_limit[:90]}", flush=True)
-    return ok
+def _capacity(mode: str, budget: str, step_s: float) -> dict[str, Any]:
+    """``msgbench capacity`` at 8 x 2, rpc, p99 <= 10 ms for one mode: its result document
+    (the same search and criteria as ``bench_rpc.py``'s for the other designs)."""
+    with tempfile.TemporaryDirectory() as out:
+        proc = subprocess.run(
+            [sys.executable, "-m", "msgbench", "capacity", "-t", f"zmq --zmq-mode {mode}",
+             "-p", "8", "-s", "2", "--size", str(SIZE), "--slo", f"{P99_GOAL_NS // 1_000_000}ms",
+             "--start", "200", "--budget", budget, "-d", f"{step_s}s", "-w", "500ms",
+             "--no-half", "-o", out, "--pattern", "rpc"],
+            capture_output=True, text=True, timeout=RUN_TIMEOUT_S * 2, check=False)
+        if proc.returncode != 0:
+            return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+        found = sorted(Path(out).glob("*.json"))
+        doc: dict[str, Any] = json.loads(found[0].read_text())
+        return doc
 
 
-def _search(start: int, step_s: float, bisect: int) -> None:
-    """Per design, the highest passing rate (see the module docstring). The designs take
-    turns at each rate, so a busy spell of the shared machine hits all of them alike."""
-    print(f"8 requesters x 2 responders, open loop, {SIZE} B: highest --rate per requester "
-          f"with p99 <= {P99_GOAL_NS / 1e6:g} ms and no timeouts ({step_s:g} s per step)")
-    good = dict.fromkeys(MODES, 0)
-    bad = dict.fromkeys(MODES, 0)
-    rate = start
-    # down: halve until every design passed once (or the rate is too low to matter)
-    while True:
-        for mode in MODES:
-            if not good[mode]:
-                if _passes(mode, rate, step_s):
-                    good[mode] = rate
-                else:
-                    bad[mode] = rate
-        if all(good.values()) or rate // 2 < MIN_RATE:
-            break
-        rate //= 2
-    # up: double from each design's pass until it fails
-    rate = max(good.values())
-    while True:
-        up = [m for m in MODES if good[m] and not (bad[m] and bad[m] <= rate * 2)]
-        if not up:
-            break
-        rate *= 2
-        for mode in up:
-            if good[mode] < rate:
-                if _passes(mode, rate, step_s):
-                    good[mode] = rate
-                else:
-                    bad[mode] = rate
-    for _ in range(bisect):
-        for mode in MODES:
-            if good[mode] and bad[mode] > good[mode]:
-                mid = (good[mode] + bad[mode]) // 2
-                if mid not in (good[mode], bad[mode]):
-                    if _passes(mode, mid, step_s):
-                        good[mode] = mid
-                    else:
-                        bad[mode] = mid
+def _search(budget: str, step_s: float) -> None:
+    print(f"8 requesters x 2 responders, open loop, {SIZE} B: msgbench capacity, highest "
+          f"--rate per requester with p99 <= {P99_GOAL_NS / 1e6:g} ms, no request without "
+          f"its reply in time, requesters on schedule ({step_s:g} s per step)")
     for mode in MODES:
-        print(f"  {mode:10} highest passing: {good[mode]} per requester = {good[mode] * 8} "
-              f"requests/s (lowest failing above it: {bad[mode] or 'none tried'})")
+        doc = _capacity(mode, budget, step_s)
+        if "error" in doc:
+            print(f"  {mode:10} not measured: {doc['error']}", flush=True)
+            continue
+        rate = doc.get("capacity_rate")
+        total = f"{rate * 8:,.0f} requests/s in all" if rate else "none passed"
+        print(f"  {mode:10} {rate or 0:8,.0f}/s per requester ({total}); stopped: "
+              f"{doc.get('stopped')}; limit: {doc.get('limit') or '-'}", flush=True)
 
 
 def main() -> None:
@@ -296,16 +262,15 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per 1 x 1 run")
     ap.add_argument("--skip-one", action="store_true", help="only the rate search")
     ap.add_argument("--skip-search", action="store_true", help="only the 1 x 1 part")
-    ap.add_argument("--start", type=int, default=200, help="first --rate of the search")
     ap.add_argument("--step", type=float, default=2.0, help="seconds per search step")
-    ap.add_argument("--bisect", type=int, default=2, help="halvings after the first fail")
+    ap.add_argument("--budget", default="90s", help="wall time of each design's search")
     args = ap.parse_args()
     print(f"libzmq {zmq.zmq_version()}, pyzmq {zmq.__version__}")
     if not args.skip_one:
         with tempfile.TemporaryDirectory() as work:
             _one_by_one(args.trials, args.duration, _build_c_reference(Path(work)))
     if not args.skip_search:
-        _search(args.start, args.step, args.bisect)
+        _search(args.budget, args.step)
 
 
 if __name__ == "__main__":
