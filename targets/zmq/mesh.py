@@ -2,7 +2,8 @@
 
 (This module also holds the target class; for ``--pattern tasks`` it dispatches to the
 PUSH/PULL pipeline, :mod:`.pipeline`, and the load-balancing broker, :mod:`.lbbroker`
-and :mod:`.brokered`.)
+and :mod:`.brokered`; for ``--pattern rpc`` to :mod:`.rpc`: REQ/REP, DEALER/ROUTER, and
+through a ROUTER/DEALER broker.)
 
 Mesh: each publisher binds a PUB socket; each subscriber connects one SUB
 socket to every publisher and subscribes by topic prefix. No broker, no
@@ -47,8 +48,10 @@ from msgbench.api.target import (
     Client,
     Endpoint,
     Publisher,
+    Requester,
     ServerProcess,
     ServeSpec,
+    Service,
     Sink,
     Subscription,
     Target,
@@ -56,17 +59,21 @@ from msgbench.api.target import (
     TargetOption,
 )
 from msgbench.kit.zmq_watch import LinkWatch, readable
-from msgbench.targets.zmq import brokered, pipeline
+from msgbench.targets.zmq import brokered, pipeline, rpc
 from msgbench.targets.zmq.lbbroker import broker
 from msgbench.targets.zmq.proxy import forwarder
 from msgbench.targets.zmq.settings import (
     DEFAULT_CREDIT,
     DEFAULT_HWM,
+    DEFAULT_REQ_TIMEOUT_MS,
     MODES,
+    RECONNECT_IVL_MS,
+    RPC_MODES,
     TASK_MODES,
     TRANSPORTS,
     Settings,
     address,
+    configure,
     topic_prefix,
 )
 from msgbench.targets.zmq.waiting import ZmqLinkLost
@@ -77,9 +84,6 @@ MAX_BATCH = 1024
 """Messages taken from a socket per reader callback; then the loop gets a turn."""
 LINGER_MS = 1000
 """How long closing a publisher may wait to flush what it queued; bounds a close."""
-RECONNECT_IVL_MS = 20
-"""Retry interval of a connect whose peer is not bound yet (ZeroMQ's default is 100 ms):
-subscribers connect before publishers bind, and this shortens the probe phase."""
 NODROP_WAIT_MS = 2
 """How long a ``--zmq-nodrop`` publisher at the high-water mark blocks in ``send`` for room
 before it gives the worker's loop a turn. ZeroMQ wakes a blocked send the moment there is
@@ -215,18 +219,28 @@ class _ZmqClient(Client):
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
 
     def _socket(self, kind: int) -> zmq.Socket[bytes]:
-        sock = self.ctx.socket(kind)
-        sock.setsockopt(zmq.SNDHWM, self.settings.hwm)
-        sock.setsockopt(zmq.RCVHWM, self.settings.hwm)
-        sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
-        if self.settings.sockbuf:
-            sock.setsockopt(zmq.SNDBUF, self.settings.sockbuf)
-            sock.setsockopt(zmq.RCVBUF, self.settings.sockbuf)
-        return sock
+        return configure(self.ctx.socket(kind), self.settings.hwm, self.settings.sockbuf)
+
+    def _rpc(self, wanted: bool) -> None:
+        mode = self.endpoint["mode"]
+        if (mode in RPC_MODES) != wanted:
+            raise TargetError(f"--zmq-mode {mode} does not carry this (see --zmq-mode)")
+
+    async def requester(self, req_id: int, sink: Sink) -> Requester:
+        """A REQ (reqrep) or DEALER (dealer, rpc-broker) socket per topic; see :mod:`.rpc`."""
+        self._rpc(True)
+        return rpc.open_requester(self.endpoint, self.settings, sink, self._socket)
+
+    async def responder(self, resp_id: int, topics: Sequence[str],
+                        service: Service) -> Subscription:
+        """A REP (reqrep), ROUTER (dealer) or broker-side DEALER (rpc-broker) responder."""
+        self._rpc(True)
+        return rpc.open_responder(self.endpoint, resp_id, topics, service, self._socket)
 
     async def publisher(self, pub_id: int) -> Publisher:
         """A PUB socket bound to this publisher's address (mesh) or connected to the forwarder;
         in the task modes PUSH sockets (pipeline) or a DEALER to the broker."""
+        self._rpc(False)
         mode = self.endpoint["mode"]
         if mode == "pipeline":
             return pipeline.open_publisher(self.endpoint, pub_id, self._socket)
@@ -256,6 +270,7 @@ class _ZmqClient(Client):
 
         In the task modes (``group`` given) a PULL (pipeline) or DEALER (broker) worker of
         its one topic."""
+        self._rpc(False)
         mode = self.endpoint["mode"]
         if (group is not None) != (mode in TASK_MODES):
             raise TargetError(f"--zmq-mode {mode} cannot serve "
@@ -287,20 +302,23 @@ class _ZmqClient(Client):
 
 
 class ZmqTarget(Target):
-    """ZeroMQ: PUB/SUB mesh or forwarder (broadcast), PUSH/PULL pipeline or load-balancing
-    broker (tasks); see the module docstrings."""
+    """ZeroMQ: PUB/SUB (broadcast), PUSH/PULL or a load-balancing broker (tasks), REQ/REP,
+    DEALER/ROUTER or a broker (rpc); see the module docstrings."""
 
     name = "zmq"
     description = ("ZeroMQ PUB/SUB: brokerless mesh (each publisher binds, subscribers connect "
                    "to all), or through an XSUB/XPUB forwarder; tasks: PUSH/PULL pipeline, "
-                   "or a load-balancing ROUTER broker")
-    capabilities = frozenset({Capability.FANOUT, Capability.SHARED})
+                   "or a load-balancing ROUTER broker; rpc: REQ/REP, DEALER/ROUTER, or through "
+                   "a ROUTER/DEALER broker")
+    capabilities = frozenset({Capability.FANOUT, Capability.SHARED, Capability.RPC})
     options = (
         TargetOption("--zmq-mode", "mesh: subscribers connect to every publisher; proxy: "
                      "everyone connects to an XSUB/XPUB forwarder process (both --pattern "
                      "broadcast); pipeline: publishers PUSH, workers PULL; broker: a "
-                     "load-balancing ROUTER broker process (both --pattern tasks); default: "
-                     "mesh for broadcast, pipeline for tasks", None, choices=MODES),
+                     "load-balancing ROUTER broker process (both --pattern tasks); reqrep: "
+                     "REQ/REP lockstep; dealer: DEALER -> ROUTER, many in flight; rpc-broker: "
+                     "through a ROUTER/DEALER broker process (all --pattern rpc); default: "
+                     "mesh, pipeline, dealer by pattern", None, choices=MODES),
         TargetOption("--zmq-transport", "tcp (loopback) or ipc (Unix sockets in a private "
                      "temp dir)", "tcp", choices=TRANSPORTS),
         TargetOption("--hwm", "ZeroMQ high-water mark (SNDHWM/RCVHWM, messages; 0: no limit); "
@@ -314,6 +332,10 @@ class ZmqTarget(Target):
                      "instead of starting one (with --zmq-mode proxy)", None),
         TargetOption("--zmq-credit", "with --zmq-mode broker: tasks a worker holds at most; "
                      "it asks for more as it finishes them (1: one at a time)", DEFAULT_CREDIT,
+                     kind="int"),
+        TargetOption("--zmq-req-timeout", "with --zmq-mode reqrep: milliseconds a REQ socket "
+                     "waits for a reply before it sends its next request (the reply, if it "
+                     "comes later, is dropped: a timeout)", DEFAULT_REQ_TIMEOUT_MS,
                      kind="int"),
     )
 
@@ -342,7 +364,10 @@ class ZmqTarget(Target):
         }
         with tempfile.TemporaryDirectory(prefix="msgbench-zmq-") as tmp:
             work = Path(tmp)
-            if s.mode == "pipeline":
+            if s.mode in RPC_MODES:
+                with rpc.serve(s, spec, work, info) as endpoint:
+                    yield endpoint
+            elif s.mode == "pipeline":
                 topics = list(spec.topics)
                 push = [[address(s.transport, work, f"push-{i}-{j}") for j in range(len(topics))]
                         for i in range(spec.pubs)]
