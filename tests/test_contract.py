@@ -50,6 +50,9 @@ def test_target_carries_what_it_declares(run_cli: Any, name: str, cap: Capabilit
     assert doc["status"] == "ok", doc["reasons"]
     assert s["expected"] > 0 and s["delivered"] == s["expected"], s
     assert s["lost"] == s["duplicated"] == s["misrouted"] == 0
+    # nothing left in a member's hands, nothing below zero (a batch given back twice once
+    # made orphaned negative, and the loader refused every such file)
+    assert s["orphaned"] == 0 and all(v >= 0 for v in s.values() if isinstance(v, int))
     if pattern == "broadcast":
         assert s["expected"] == s["published"] * 3
     else:
