@@ -41,8 +41,13 @@ DESIGNS = {
     "redis-rpc pubsub": ["-t", "redis-rpc", "--rpc-reply", "pubsub"],
 }
 CAPACITY_EXTRA = {
+    "zmq reqrep": ["zmq", "--zmq-mode", "reqrep"],
     "zmq dealer": ["zmq", "--zmq-mode", "dealer"],
+    "zmq rpc-broker": ["zmq", "--zmq-mode", "rpc-broker"],
     "ws": ["ws"],
+    "ws bridged redis": ["ws", "--servers", "2", "--bridge", "redis", "--ws-placement", "cross"],
+    "rabbitmq direct": ["rabbitmq", "--amqp-reply", "direct"],
+    "rabbitmq queue": ["rabbitmq", "--amqp-reply", "queue"],
 }
 
 
