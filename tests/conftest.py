@@ -55,3 +55,16 @@ def run_cli(tmp_path: Path) -> Any:
         return CliRun(proc.returncode, proc.stdout, proc.stderr, out)
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def rabbit_broker() -> Any:
+    """One private RabbitMQ node for every test that runs against a broker it did not start
+    (each takes seconds to start; the private-broker path has tests of its own)."""
+    from msgbench.kit.amqp_server import check_installed, private_broker
+
+    if check_installed() is not None:
+        pytest.skip("rabbitmq-server not installed")
+    with private_broker() as b:
+        yield b
+

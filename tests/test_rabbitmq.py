@@ -15,7 +15,7 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +26,7 @@ from pamqp.body import ContentBody
 
 from conftest import CliRun, msgbench_argv
 from msgbench.api.target import TargetError
-from msgbench.kit.amqp_server import PrivateBroker, check_installed, private_broker
+from msgbench.kit.amqp_server import PrivateBroker, check_installed
 from msgbench.targets.rabbitmq.client import FastPublisher
 from msgbench.targets.rabbitmq.frames import (
     DeliverySink,
@@ -175,12 +175,9 @@ def test_deliveries_parse_the_same_at_any_split() -> None:
 
 # -- a private broker for the module -------------------------------------------
 @pytest.fixture(scope="module")
-def broker() -> Iterator[PrivateBroker]:
-    """One private RabbitMQ node for the module's runs (via --amqp-url)."""
-    if check_installed() is not None:
-        pytest.skip("rabbitmq-server not installed")
-    with private_broker() as b:
-        yield b
+def broker(rabbit_broker: PrivateBroker) -> PrivateBroker:
+    """The session's private RabbitMQ node (see conftest), for this module's runs."""
+    return rabbit_broker
 
 
 def _ok_exact(r: CliRun) -> dict[str, Any]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pamqp import commands, frame, header
 from pamqp.body import ContentBody
 
-from msgbench.kit.amqp_server import PrivateBroker, check_installed, private_broker
+from msgbench.kit.amqp_server import PrivateBroker
 from msgbench.targets.rabbitmq.frames import DeliverySink, Shape, parse, reply_to_at
 from msgbench.targets.rabbitmq.target import URL_ENV
 
@@ -59,12 +58,9 @@ def test_reply_to_is_read_past_the_properties_before_it(props: dict[str, Any]) -
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[PrivateBroker]:
-    """One private RabbitMQ node for the module's runs (via $MSGBENCH_AMQP_URL)."""
-    if check_installed() is not None:
-        pytest.skip("rabbitmq-server not installed")
-    with private_broker() as b:
-        yield b
+def broker(rabbit_broker: PrivateBroker) -> PrivateBroker:
+    """The session's private RabbitMQ node (see conftest), for this module's runs."""
+    return rabbit_broker
 
 
 @pytest.mark.parametrize("reply", ["direct", "queue"])

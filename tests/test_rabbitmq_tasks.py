@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from pamqp.body import ContentBody
 
 from conftest import CliRun
 from msgbench.api.target import Sink, TargetError
-from msgbench.kit.amqp_server import PrivateBroker, check_installed, private_broker
+from msgbench.kit.amqp_server import PrivateBroker
 from msgbench.targets.rabbitmq.client import FastPublisher, declare_exchanges
 from msgbench.targets.rabbitmq.fast import FastClient
 from msgbench.targets.rabbitmq.frames import DeliverySink, Shape, parse, tags_and_flags
@@ -68,12 +68,9 @@ def test_tags_and_redelivered_flags_read_from_a_run() -> None:
 
 # -- a private broker for the module -------------------------------------------
 @pytest.fixture(scope="module")
-def broker() -> Iterator[PrivateBroker]:
-    """One private RabbitMQ node for the module's runs (via $MSGBENCH_AMQP_URL)."""
-    if check_installed() is not None:
-        pytest.skip("rabbitmq-server not installed")
-    with private_broker() as b:
-        yield b
+def broker(rabbit_broker: PrivateBroker) -> PrivateBroker:
+    """The session's private RabbitMQ node (see conftest), for this module's runs."""
+    return rabbit_broker
 
 
 def _run(run_cli: Any, broker: PrivateBroker, monkeypatch: pytest.MonkeyPatch,
