@@ -41,7 +41,7 @@ from pathlib import Path
 import zmq
 
 from msgbench.kit.procs import spawn_server, stop_process, wait_ready_line
-from msgbench.targets.zmq.settings import DEFAULT_HWM
+from msgbench.targets.zmq.settings import DEFAULT_HWM, server_socket
 
 READY = "zmq-broker ready"
 START_TIMEOUT_S = 10.0
@@ -115,13 +115,7 @@ class Dispatcher:
 
 def _bind(ctx: zmq.Context[zmq.Socket[bytes]], addr: str, args: argparse.Namespace
           ) -> zmq.Socket[bytes]:
-    sock = ctx.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.SNDHWM, args.hwm)
-    sock.setsockopt(zmq.RCVHWM, args.hwm)
-    if args.sockbuf:
-        sock.setsockopt(zmq.SNDBUF, args.sockbuf)
-        sock.setsockopt(zmq.RCVBUF, args.sockbuf)
-    sock.setsockopt(zmq.LINGER, 0)
+    sock = server_socket(ctx, zmq.ROUTER, args.hwm, args.sockbuf)
     sock.bind(addr)
     return sock
 

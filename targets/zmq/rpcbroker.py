@@ -35,7 +35,7 @@ from pathlib import Path
 import zmq
 
 from msgbench.kit.procs import spawn_server, stop_process, wait_ready_line
-from msgbench.targets.zmq.settings import DEFAULT_HWM
+from msgbench.targets.zmq.settings import DEFAULT_HWM, server_socket
 
 READY = "zmq-rpc-broker ready"
 START_TIMEOUT_S = 10.0
@@ -46,13 +46,7 @@ MODULE = "msgbench.targets.zmq.rpcbroker"
 
 def _bind(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, addr: str, args: argparse.Namespace
           ) -> zmq.Socket[bytes]:
-    sock = ctx.socket(kind)
-    sock.setsockopt(zmq.SNDHWM, args.hwm)
-    sock.setsockopt(zmq.RCVHWM, args.hwm)
-    if args.sockbuf:
-        sock.setsockopt(zmq.SNDBUF, args.sockbuf)
-        sock.setsockopt(zmq.RCVBUF, args.sockbuf)
-    sock.setsockopt(zmq.LINGER, 0)
+    sock = server_socket(ctx, kind, args.hwm, args.sockbuf)
     sock.bind(addr)
     return sock
 

@@ -61,6 +61,15 @@ def configure(sock: zmq.Socket[bytes], hwm: int, sockbuf: int) -> zmq.Socket[byt
     return sock
 
 
+def server_socket(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, hwm: int, sockbuf: int
+                  ) -> zmq.Socket[bytes]:
+    """A socket of ``kind`` for a broker process, set up by :func:`configure`, closing at once
+    (linger 0: a stopped broker drops what it holds); the caller binds it."""
+    sock = configure(ctx.socket(kind), hwm, sockbuf)
+    sock.setsockopt(zmq.LINGER, 0)
+    return sock
+
+
 def topic_prefix(topic: str) -> bytes:
     """The frame prefix of ``topic``: its length byte, then its UTF-8 bytes."""
     raw = topic.encode()
