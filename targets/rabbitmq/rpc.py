@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 from pamqp import commands
 
-from msgbench.api.target import Requester, Service, Sink, Subscription
+from msgbench.api.target import Requester, Service, Sink
 from msgbench.targets.rabbitmq.client import FastPublisher, declare_queue
 from msgbench.targets.rabbitmq.frames import (
     FRAME_END,
@@ -40,7 +40,7 @@ from msgbench.targets.rabbitmq.frames import (
     reply_to_at,
 )
 from msgbench.targets.rabbitmq.layout import DIRECT_REPLY_TO, Layout, QueueSpec
-from msgbench.targets.rabbitmq.tasks import HANDLE_MAX, Acks
+from msgbench.targets.rabbitmq.tasks import HANDLE_MAX, AckedConsumer, Acks
 from msgbench.targets.rabbitmq.wire import AmqpConnection, AmqpError, AmqpUrl, Consumer, connect
 
 REPLY_TAG = "msgbench.replies"
@@ -113,7 +113,7 @@ async def open_requester(url: AmqpUrl, layout: Layout, topics: Sequence[str],
     return req
 
 
-class FastResponder(Subscription, Consumer):
+class FastResponder(AckedConsumer):
     """Answers its topic's requests, competing with the topic's other responders."""
 
     def __init__(self, conn: AmqpConnection, layout: Layout, service: Service) -> None:
@@ -182,21 +182,6 @@ class FastResponder(Subscription, Consumer):
                                                               self.props)
         return head + reply + _END
 
-    async def close(self) -> None:
-        """Stop consuming, ack what was answered, close (the rest is requeued)."""
-        conn = self.conn
-        if conn.error is None:
-            with contextlib.suppress(AmqpError):
-                for tag in self.consumer_tags:
-                    await conn.call(commands.Basic.Cancel(consumer_tag=tag),
-                                    commands.Basic.CancelOk, timeout=CLOSE_TIMEOUT_S)
-        self.closed = True
-        self.wake.set()
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        self.acks.flush()
-        conn.close()
 
 
 async def open_responder(url: AmqpUrl, layout: Layout, topics: Sequence[str],

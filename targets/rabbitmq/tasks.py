@@ -101,7 +101,35 @@ class Acks:
             self.flush()
 
 
-class TaskMember(Subscription, Consumer):
+class AckedConsumer(Subscription, Consumer):
+    """A consumer that hands its deliveries to a task loop and acknowledges what the loop
+    finished (a group member, a responder); subclasses set these attributes."""
+
+    conn: AmqpConnection
+    acks: Acks
+    consumer_tags: list[str]
+    wake: asyncio.Event
+    closed: bool
+    task: asyncio.Task[None]
+
+    async def close(self) -> None:
+        """Stop consuming; ack what was done; what was not is requeued by the broker."""
+        conn = self.conn
+        if conn.error is None:
+            with contextlib.suppress(AmqpError):
+                for tag in self.consumer_tags:
+                    await conn.call(commands.Basic.Cancel(consumer_tag=tag),
+                                    commands.Basic.CancelOk, timeout=CLOSE_TIMEOUT_S)
+        self.closed = True
+        self.wake.set()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        self.acks.flush()
+        conn.close()
+
+
+class TaskMember(AckedConsumer):
     """One competing consumer of its group's queues (see the module docstring)."""
 
     def __init__(self, conn: AmqpConnection, sink: Sink, layout: Layout,
@@ -179,22 +207,6 @@ class TaskMember(Subscription, Consumer):
             if bodies:
                 await self.sink.handle(bodies, redelivered)
             self.acks.done(tags)
-
-    async def close(self) -> None:
-        """Stop consuming; ack what was done; what was not is requeued by the broker."""
-        conn = self.conn
-        if conn.error is None:
-            with contextlib.suppress(AmqpError):
-                for tag in self.consumer_tags:
-                    await conn.call(commands.Basic.Cancel(consumer_tag=tag),
-                                    commands.Basic.CancelOk, timeout=CLOSE_TIMEOUT_S)
-        self.closed = True
-        self.wake.set()
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        self.acks.flush()
-        conn.close()
 
 
 async def open_member(url: AmqpUrl, layout: Layout, group: str, topics: Sequence[str],
