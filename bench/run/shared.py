@@ -51,6 +51,16 @@ _MEASURE_BYTE = bytes([_MEASURE])
 """A payload's first byte is its kind (the header is little-endian)."""
 
 
+def _records(payloads: Sequence[bytes]) -> npt.NDArray[np.void] | None:
+    """The headers of ``payloads`` as one numpy record array, joined once for both the
+    queue-wait and the done accounting, when there are enough of one length to be worth it
+    (see :mod:`msgbench.accounting.batch`); else None (the per-message path)."""
+    n = len(payloads)
+    if n < VECTOR_MIN or list(map(len, payloads)).count(len(payloads[0])) != n:
+        return None
+    return headers(b"".join(payloads), 0, n, len(payloads[0]), 0)
+
+
 class GroupSink(Sink):
     """Accounts what one member of a shared group receives (see the module docstring)."""
 
@@ -104,8 +114,9 @@ class GroupSink(Sink):
         now = time.monotonic_ns()
         items = [p[offset:] for p in payloads] if offset else payloads
         self.received += len(items)
-        self._received(items, now)
-        self._account(items, now)
+        rec = _records(items)
+        self._received(items, now, rec)
+        self._account(items, now, rec)
 
     async def handle(self, payloads: Sequence[bytes], redelivered: bool = False) -> None:
         """Do the work of ``payloads``, one task after another, booking each done as its own
@@ -119,10 +130,11 @@ class GroupSink(Sink):
                 self.first_redelivery_ns = start
         self._take(n, start)
         try:
-            self._received(payloads, start)
+            rec = _records(payloads)
+            self._received(payloads, start, rec)
             work = self._work.sample_ns(n, self._rng, self._slowdown)
             if not work.any():
-                self._account(payloads, start)
+                self._account(payloads, start, rec)
                 self._given_back(n, start)
                 n = 0  # given back: the finally below must not give them back again
                 return
@@ -172,11 +184,11 @@ class GroupSink(Sink):
         self._fewest_waiting = max(0, self.in_hand - 1)
         return out
 
-    def _received(self, payloads: Sequence[bytes], now: int) -> None:
-        """Queue wait of each MEASURE task: from its intended (and actual) submit time."""
-        n = len(payloads)
-        if n >= VECTOR_MIN and list(map(len, payloads)).count(len(payloads[0])) == n:
-            rec = headers(b"".join(payloads), 0, n, len(payloads[0]), 0)
+    def _received(self, payloads: Sequence[bytes], now: int,
+                  rec: npt.NDArray[np.void] | None) -> None:
+        """Queue wait of each MEASURE task: from its intended (and actual) submit time
+        (``rec``: the payloads' headers from :func:`_records`, when they are a block)."""
+        if rec is not None:
             mine = (rec["head"] & KIND_MASK) == _MEASURE
             self._taken += int(np.count_nonzero(mine))
             self._wait.frombytes((now - rec["intended"][mine]).tobytes())
@@ -193,10 +205,10 @@ class GroupSink(Sink):
                     if self._record_raw:
                         self._wait_raw.append(now - sent)
 
-    def _account(self, payloads: Sequence[bytes], now: int) -> None:
-        n = len(payloads)
-        if n >= VECTOR_MIN and list(map(len, payloads)).count(len(payloads[0])) == n:
-            self._account_block(b"".join(payloads), n, len(payloads[0]), now)
+    def _account(self, payloads: Sequence[bytes], now: int,
+                 rec: npt.NDArray[np.void] | None = None) -> None:
+        if rec is not None:
+            self._account_block(rec, now)
             return
         unpack = HEADER.unpack_from
         by_stream: dict[int, list[int]] = {}
@@ -218,9 +230,9 @@ class GroupSink(Sink):
                 self.heard.add(pub)
         self._book(((k, np.array(s, np.int64)) for k, s in by_stream.items()), now)
 
-    def _account_block(self, block: bytes, n: int, stride: int, now: int) -> None:
-        """:meth:`_account` for ``n`` equal-length tasks at once, with numpy."""
-        rec = headers(block, 0, n, stride, 0)
+    def _account_block(self, rec: npt.NDArray[np.void], now: int) -> None:
+        """:meth:`_account` for equal-length tasks at once, with numpy (``rec``: headers)."""
+        n = len(rec)
         head = rec["head"]
         kind = head & KIND_MASK
         topic = (head >> TOPIC_SHIFT) & TOPIC_MASK
