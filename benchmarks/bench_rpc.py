@@ -106,7 +106,7 @@ def _role(role: str, url: str, reply: str, seconds: float) -> None:
         return
     sub = None
     if reply == "pubsub":
-        sub = r.pubsub()  # type: ignore[no-untyped-call]
+        sub = r.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
         sub.subscribe("bare:rep")
         sub.get_message(timeout=1)
     rtts = []

@@ -97,7 +97,7 @@ class _PySubscription(Watched):
             t.cancel()
         for ps in self.pubsubs:
             with contextlib.suppress(RedisError, OSError):
-                await ps.aclose()  # type: ignore[no-untyped-call]
+                await ps.aclose()  # type: ignore[no-untyped-call, unused-ignore]
         for r in self.clients:
             with contextlib.suppress(RedisError, OSError):
                 await r.aclose()

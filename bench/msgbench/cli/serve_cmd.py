@@ -38,7 +38,7 @@ def _size(text: str) -> int:
     return value
 
 
-class _Size(click.ParamType):  # type: ignore[type-arg]
+class _Size(click.ParamType):  # type: ignore[type-arg, unused-ignore]
     name = "size"
 
     def convert(self, value: object, param: click.Parameter | None,

@@ -150,7 +150,7 @@ class ChatServer:
                 compression=None,  # frame_bytes writes prepared, uncompressed frames
                 max_size=cfg.max_size,
                 close_timeout=CLOSE_TIMEOUT_S,
-                create_connection=factory,  # type: ignore[arg-type]
+                create_connection=factory,  # type: ignore[arg-type, unused-ignore]
             )
         except OSError as exc:
             if self.bridge is not None:
