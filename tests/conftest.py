@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,22 @@ from typing import Any
 import pytest
 
 RUN_TIMEOUT_S = 120
+STRICT = bool(os.environ.get("CI"))
+"""CI set (as ``.ci/run`` and CI services set it): nothing is optional. A test that would skip
+for a missing server, browser or tool fails instead, so a CI that forgot an install cannot
+pass; on a developer's machine such a test still skips, saying what to install."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """Under CI, turn every skip into a failure that says why it would have skipped."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"CI is set, so nothing is optional and nothing skips: {reason}"
 
 
 @dataclass(frozen=True)

@@ -162,16 +162,20 @@ def _capacity_cli(tmp_path: Path, cost_ns: int, *args: str) -> CapacityResult:
     return result
 
 
+KNEE_SLACK = 1.2
+"""How far above an injected cost's nominal cap a short step may still pass (see below)."""
+
+
 def test_the_knee_follows_an_injected_per_message_cost(tmp_path: Path) -> None:
     # 2 ms per delivery caps one subscriber at 500/s, 0.5 ms at 2000/s
     slow = _capacity_cli(tmp_path, 2_000_000, "--start", "125", "--precision", "0.5")
     fast = _capacity_cli(tmp_path, 500_000, "--start", "500", "--precision", "0.5")
     assert slow.capacity_rate is not None and fast.capacity_rate is not None
-    # the burn is calibrated once per worker; on a loaded machine a calibration that caught a
-    # fast moment burns short, and a 1 s step passes up to ~1.4 x the nominal cap (707 / 500
-    # seen in CI): the bound says the cost caps the knee, the ordering that the knee follows it
-    assert slow.capacity_rate <= 500 * 1.5
-    assert fast.capacity_rate <= 2000 * 1.5
+    # The burn is thread CPU time, measured and owed over (run/inject.py), so it costs what it
+    # says on a loaded machine too; a 0.5 s step whose queue grows for 0.7 s stays within the
+    # 100 ms bound up to ~1.14 x the cap. Above 1.2 x the cost did not set the knee.
+    assert slow.capacity_rate <= 500 * KNEE_SLACK
+    assert fast.capacity_rate <= 2000 * KNEE_SLACK
     assert fast.capacity_rate > slow.capacity_rate
     assert "worker 0" in slow.limit  # the subscriber's worker carries the cost
 

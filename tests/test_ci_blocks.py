@@ -17,7 +17,7 @@ from msgbench.analysis.gate import Limits
 from msgbench.orchestration.ci import CiError, ContentionProbe, Plan, Report, Snapshot, run_ci
 from msgbench.orchestration.sweep import Cell, Outcome
 from msgbench.results.model import write
-from msgbench.run.inject import Burner, units_for
+from msgbench.run.inject import Burner, unit_cost_ns, units_for
 
 CELL = Cell("inproc", 1, 8, 64, "max", 1, "1s", "300ms")
 T0 = datetime(2026, 12, 2, tzinfo=UTC)
@@ -144,6 +144,22 @@ def test_injected_work_is_fixed_and_carries_fractions() -> None:
     for _ in range(100):
         b(7)  # 2.1 units a call: the fractions add up
     assert b.burnt == 210
+    assert b.cpu_ns > 0  # measured, whatever it took
+    with pytest.raises(ValueError):
+        Burner(0.3, ns_per_msg=100.0, unit_ns=1.0)
+
+
+@pytest.mark.parametrize("misestimate", [0.25, 4.0])
+def test_an_injected_cost_burns_what_it_says_whatever_its_first_calibration(
+        misestimate: float) -> None:
+    """A first estimate of a unit's cost 4 x off either way (a calibration that caught a fast
+    or a slow moment): the thread CPU time burnt still comes to the asked ns per message."""
+    per_msg_ns, calls, batch = 2_000.0, 2_000, 5
+    b = Burner(ns_per_msg=per_msg_ns, unit_ns=unit_cost_ns() * misestimate)
+    for _ in range(calls):
+        b(batch)
+    asked = per_msg_ns * calls * batch
+    assert b.cpu_ns == pytest.approx(asked, rel=0.05)
     assert units_for(0.05, 200.0, 20.0) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         units_for(0.05, 0.0, 20.0)

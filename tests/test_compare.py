@@ -199,22 +199,24 @@ def test_ci_a_a_against_another_revision_never_raises_an_alarm(run_cli: Any,
     assert {b["first"] for b in _blocks_of(out)} == {"base", "new"}  # seed 1 flips both ways
 
 
-def test_ci_catches_an_injected_twenty_percent_slowdown(run_cli: Any, tmp_path: Path) -> None:
+E2E_SLOWDOWN = "300%"
+"""A slowdown this run cannot miss: a log ratio of 1.39, four times the widest block-to-block
+spread seen on this shared machine (0.35), so each of the 7 blocks comes out slower. How small
+a slowdown the gate resolves is the statistics' business, proved on simulated blocks with known
+effects in test_gate.py; this test proves the pipeline end to end: calibration, injected work
+in the candidate only, paired blocks, the verdict and its exit code."""
+
+
+def test_ci_catches_an_injected_slowdown(run_cli: Any, tmp_path: Path) -> None:
     out = tmp_path / "ci"
     r: CliRun = run_cli("ci", "--baseline-rev", "HEAD", "--out", str(out), *E2E_ARGS,
-                        "--alpha", "0.05", "--candidate-slowdown", "20%")
-    assert r.returncode in (0, 1), r.stdout + r.stderr
+                        "--alpha", "0.05", "--candidate-slowdown", E2E_SLOWDOWN)
     new = sorted((out / "new").glob("*.json"))
     assert all(load(p).environment["injected_work"] > 0 for p in new)
     assert all(load(p).environment.get("injected_work", 0) == 0
                for p in sorted((out / "base").glob("*.json")))
-    if r.returncode == 0:
-        # Not caught: only acceptable when this machine's pair-to-pair spread, measured in
-        # this very run, is too wide for 7 blocks to resolve 20 % (see validate_gate.py).
-        d = [np.log(b["new"]["cpu_ns_per_msg"] / b["base"]["cpu_ns_per_msg"])
-             for b in _blocks_of(out)]
-        spread = float(np.std(d, ddof=1))
-        assert spread > 0.12, f"20 % missed although blocks vary only {spread:.1%}: {r.stdout}"
-        pytest.skip(f"blocks vary {spread:.0%} on this busy machine: 7 blocks cannot "
-                    "resolve +20 %")
+    d = [np.log(b["new"]["cpu_ns_per_msg"] / b["base"]["cpu_ns_per_msg"])
+         for b in _blocks_of(out)]
+    assert min(d) > 0, f"a block where the 4x candidate was not slower: {d}"
+    assert r.returncode == 1, r.stdout + r.stderr
     assert "REGRESSION" in r.stdout and "CPU-ns/msg" in r.stdout.split("REGRESSION")[-1]

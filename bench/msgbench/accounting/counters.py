@@ -61,6 +61,11 @@ class Counters:
     """Subscribers the transport dropped."""
     latency_out_of_range: int = 0
     """Latency values outside the histogram's range (clamped)."""
+    injected_units: int = 0
+    """Work units burnt on purpose per delivery (``MSGBENCH_INJECT_WORK`` / ``_COST_NS``, a
+    gate's known slowdown): what was done, not only what was asked."""
+    injected_cpu_ns: int = 0
+    """Thread CPU-ns those units took, measured around each burn."""
 
     NAMES: ClassVar[tuple[str, ...]]
 

@@ -196,6 +196,12 @@ def summary_table(result: RunResult, path: str | None) -> Table:
     if work:
         t.add_row("[red]injected work[/red]",
                   f"{work:.3g} units per delivery (MSGBENCH_INJECT_WORK)")
+    c = result.summary.counters
+    if c.injected_units:
+        per_ns = c.injected_cpu_ns / max(1, c.delivered)
+        t.add_row("[red]injected, burnt[/red]",
+                  f"{c.injected_units:,} units in {c.injected_cpu_ns / 1e6:,.1f} ms of thread CPU "
+                  f"({per_ns:,.0f} ns per delivery, measured)")
     if path:
         t.add_row("result", path)
     return t

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -188,9 +189,14 @@ def _later(new: ProcSample, old: ProcSample | None) -> ProcSample:
 
 
 class CostMeter:
-    """Samples a set of processes at run start, measure start, measure end and run end."""
+    """Samples a set of processes at run start, measure start, measure end and run end.
 
-    def __init__(self) -> None:
+    ``reader`` reads one process (default: :func:`read_schedstat` on ``/proc``); tests give
+    recorded samples instead, so the limit rules are checked on known input.
+    """
+
+    def __init__(self, reader: Callable[[int], ProcSample | None] = read_schedstat) -> None:
+        self._read = reader
         self.roles: dict[int, str] = {}
         self._first: dict[int, ProcSample] = {}
         self._m_start: dict[int, ProcSample] = {}
@@ -204,13 +210,13 @@ class CostMeter:
     def add(self, role: str, pid: int) -> None:
         """Start tracking ``pid`` under ``role`` (e.g. ``worker 1``, ``redis-server``)."""
         self.roles[pid] = role
-        self._first[pid] = read_schedstat(pid) or ProcSample(0, 0, 0)
+        self._first[pid] = self._read(pid) or ProcSample(0, 0, 0)
         self.sample()
 
     def sample(self) -> None:
         """Refresh CPU and peak memory of every live process (call before one may exit)."""
         for pid in self.roles:
-            s = read_schedstat(pid)
+            s = self._read(pid)
             if s is not None:
                 self._last[pid] = _later(s, self._last.get(pid))
             rss = peak_rss(pid)

@@ -23,6 +23,7 @@ from msgbench.accounting.counters import Counters
 from msgbench.accounting.histogram import Histogram
 from msgbench.api.registry import load_target
 from msgbench.api.target import Client, Subscription
+from msgbench.run import inject
 from msgbench.run.answer import Answerer
 from msgbench.run.churn import away_windows, churn
 from msgbench.run.control import (
@@ -343,7 +344,10 @@ class Worker:
         if self.config.rate is None:
             hists[1] = hists[0]  # closed loop: uncorrected == corrected, see SubscriberSink
         published = {(r.pub_id, t): n for r in self.runners for t, n in enumerate(r.measured)}
+        units, cpu_ns = inject.burnt()
         totals = Counters.total(s.counters() for s in self.sinks) + Counters(
+            injected_units=units,
+            injected_cpu_ns=cpu_ns,
             published=sum(published.values()),
             expected=self.topology.owed(published),
             latency_out_of_range=sum(h.out_of_range for h in
