@@ -3,10 +3,13 @@
 Every ``msgbench ...`` command line in a fenced ``sh`` / ``console`` block of README.md and
 docs/**/*.md is resolved through the real click group (``msgbench.cli.main:main``) down to its
 subcommand and parsed with ``make_context``: an unknown command or option, a bad choice or a
-missing argument fails, naming the file and line. Nothing is run, so commands that need a
-server, a cluster or a baseline revision parse like any other; options that targets add later
-are known to ``run`` as soon as their target is installed. Every relative link must point to
-an existing file and, with a ``#fragment`` into a Markdown file, to one of its headings.
+missing argument fails, naming the file and line. A ``run`` command must also pass what
+``run`` checks before it starts anything (the config's rules, an option of another target,
+a pattern the target does not carry, the target's option check). Nothing is run, so commands
+that need a server, a cluster or a baseline revision are checked like any other; options that
+targets add later are known to ``run`` as soon as their target is installed. Every relative
+link must point to an existing file and, with a ``#fragment`` into a Markdown file, to one of
+its headings.
 """
 
 from __future__ import annotations
@@ -20,7 +23,12 @@ from pathlib import Path
 import click
 import pytest
 
+from msgbench.api.registry import load_target
+from msgbench.api.target import TargetError
+from msgbench.cli.main import _build_config, _target_options
 from msgbench.cli.main import main as cli_group
+from msgbench.workload.config import ConfigError
+from msgbench.workload.topology import NEEDS, Pattern
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -130,8 +138,10 @@ def _all_commands() -> list[Command]:
 COMMANDS = _all_commands()
 
 
-def _parse(argv: tuple[str, ...]) -> None:
-    """Resolve the subcommand through the click group and parse its arguments; run nothing."""
+def _parse(argv: tuple[str, ...]) -> click.Context | None:
+    """Resolve the subcommand through the click group and parse its arguments; run nothing.
+
+    The parsed context, or None for an eager option (``--help``, ``--version``)."""
     cmd: click.Command = cli_group
     ctx = click.Context(cli_group, info_name="msgbench")
     args = list(argv)
@@ -143,10 +153,24 @@ def _parse(argv: tuple[str, ...]) -> None:
         cmd = sub
         ctx = click.Context(cmd, info_name=name, parent=ctx)
     try:
-        cmd.make_context(ctx.info_name, args, parent=ctx.parent)
+        return cmd.make_context(ctx.info_name, args, parent=ctx.parent)
     except click.exceptions.Exit as done:  # --help, --version: eager, and fine
         if done.exit_code != 0:
             raise
+        return None
+
+
+def _check_run(params: dict[str, object]) -> None:
+    """What ``msgbench run`` checks before it starts anything: the config's own rules, options
+    that do not apply to the target, the pattern against the target's capabilities, and the
+    target's option check. Not whether its server is installed: that is the machine's, not
+    the docs'."""
+    cfg = _build_config(dict(params), _target_options())
+    cfg.validate()
+    target = load_target(cfg.target)
+    if NEEDS[Pattern(cfg.pattern)] not in target.capabilities:
+        raise TargetError(f"target {cfg.target!r} does not carry the {cfg.pattern} pattern")
+    target.validate(cfg.target_options)
 
 
 def test_the_docs_show_commands() -> None:
@@ -159,20 +183,38 @@ def test_the_docs_show_commands() -> None:
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.where() for c in COMMANDS])
 def test_command_parses(command: Command) -> None:
+    shown = f"{command.where()}: `msgbench {' '.join(command.argv)}`"
     try:
-        _parse(command.argv)
+        ctx = _parse(command.argv)
     except click.UsageError as exc:
-        pytest.fail(f"{command.where()}: `msgbench {' '.join(command.argv)}` is refused by the "
-                    f"CLI: {exc.format_message()}")
+        pytest.fail(f"{shown} is refused by the CLI: {exc.format_message()}")
+    if ctx is not None and ctx.command.name == "run":
+        try:
+            _check_run(ctx.params)
+        except (ConfigError, TargetError) as exc:
+            pytest.fail(f"{shown} would be refused before it starts: {exc}")
 
 
 def test_a_bad_command_is_caught() -> None:
     """The check is real: an unknown option, a bad choice and an unknown command fail."""
-    for argv in (("run", "--no-such-option"), ("run", "--pattern", "gossip"),
-                 ("frobnicate",), ("serve", "irc"), ("report",)):
+    refused: list[tuple[str, ...]] = [("run", "--no-such-option"), ("run", "--pattern", "gossip"),
+                                      ("frobnicate",), ("serve", "irc"), ("report",)]
+    for argv in refused:
         with pytest.raises(click.UsageError):
             _parse(argv)
-    _parse(("run", "-t", "zmq", "--zmq-mode", "proxy", "--subs", "2"))
+    ctx = _parse(("run", "-t", "zmq", "--zmq-mode", "proxy", "--subs", "2"))
+    assert ctx is not None
+    _check_run(ctx.params)
+    invalid: list[tuple[str, ...]] = [
+        ("run", "-t", "zmq", "--amqp-ack", "each"),  # another target's option
+        ("run", "-t", "redis", "--pattern", "tasks"),  # a pattern it does not carry
+        ("run", "--pattern", "tasks", "--kill-worker", "20s"),  # outside the measured window
+    ]
+    for argv in invalid:
+        ctx = _parse(argv)
+        assert ctx is not None
+        with pytest.raises((ConfigError, TargetError)):
+            _check_run(ctx.params)
 
 
 def _slug(heading: str) -> str:
