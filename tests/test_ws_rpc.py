@@ -107,7 +107,10 @@ def test_a_killed_responder_shows_as_timeouts_and_the_run_ends(run_cli: Any,
     doc = json.loads(r.stdout)
     s = doc["summary"]
     assert any("killed on purpose" in x for x in doc["reasons"]), doc["reasons"]
-    assert s["timeouts"] == s["expected"] - (s["delivered"] - s["late"]) > 0
+    # Every request not answered in time is a timeout, exactly. That one was in flight at the
+    # killed responder is a race: over the zmq bridge the server can drop it from its rotation
+    # first (0 timeouts of 2000 seen once on 2026-12-07), so only the exact count is asserted.
+    assert s["timeouts"] == s["expected"] - (s["delivered"] - s["late"]) >= 0
     assert s["lost"] == s["expected"] - s["delivered"]
     # the server dropped the dead responder from its rotation: the other one answered
     # what came after the kill (had it stayed, half of 1.3 s x 1000/s would time out)
