@@ -246,7 +246,8 @@ def test_killed_forwarder_ends_the_run(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert elapsed < ENDS_WITHIN_S, f"took {elapsed:.1f} s to notice the dead forwarder"
     assert doc["status"] == "failed" and doc["partial"] is True
-    assert "forwarder" in doc["reasons"][0], doc["reasons"]
+    # the forwarder's death and the worker's lost link race to be first: either names it
+    assert any("forwarder" in r or "zmq-proxy" in r for r in doc["reasons"][:2]), doc["reasons"]
     assert doc["summary"]["delivered"] > 0, "what was measured before is kept"
     _assert_gone(children)
 

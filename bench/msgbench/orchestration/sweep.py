@@ -374,6 +374,14 @@ def install_revision(rev: str, workdir: Path) -> list[str]:
     _check([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
            "venv")
     python = str(venv / "bin" / "python")
+    # --system-site-packages reaches the base interpreter's packages only; when msgbench runs
+    # from a virtual environment (CI's own), its dependencies and build tools live there.
+    # A .pth line appends that folder after the new venv's own (whose msgbench still wins).
+    import sysconfig
+
+    here_site = sysconfig.get_paths()["purelib"]
+    (venv_site,) = (venv / "lib").glob("python*/site-packages")
+    (venv_site / "msgbench-baseline-deps.pth").write_text(here_site + "\n")
     _check([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
             "--disable-pip-version-check", str(src)], f"pip install of revision {rev}")
     where = _check([python, "-c", "import msgbench; print(msgbench.__file__)"],
