@@ -162,3 +162,18 @@ def test_a_long_runs_seconds_are_kept_encoded_not_as_live_histograms() -> None:
     series = agg.series()
     assert [s.delivered for s in series[:5]] == [10, 10, 10, 15, 10]
     assert series[3].max_ns >= 5_000_000 > series[2].max_ns
+
+
+def test_a_report_timed_for_the_start_that_fired_late_counts_in_the_first_second() -> None:
+    """The report timed for the measurement's start is labelled second -1; if it fires late
+    it carries measured deliveries, and the series must still add up to the totals."""
+    from msgbench.results.aggregate import Aggregator
+    from msgbench.run.control import Report
+    from msgbench.workload.config import RunConfig
+
+    agg = Aggregator(RunConfig(rate=1000.0))
+    agg.add_report(Report(0, -1, counters={"delivered": 6, "published": 6}))
+    agg.add_report(Report(0, 0, counters={"delivered": 994, "published": 994}))
+    series = agg.series()
+    assert [s.delivered for s in series] == [1000]
+    assert sum(s.delivered for s in series) == agg.delivered

@@ -144,8 +144,11 @@ class Aggregator:
                 self.member_seconds[r.second][sub] = (was[0] + idle_ns, min(was[1], fewest),
                                                       was[2] + taken, held)
             self.depth_seconds[r.second].update(r.depth)
-        if r.second >= 0 and (c.delivered or c.published or c.gaps or c.expected):
-            s = self.seconds[r.second]
+        if c.delivered or c.published or c.gaps or c.expected:
+            # a report timed for the measurement's start that fired late carries measured
+            # messages under second -1; they belong to the first second, or the series
+            # would not add up to the totals
+            s = self.seconds[max(0, r.second)]
             s.counters = s.counters + c
             s.add(lat)
             for k in range(r.second - OPEN_SECONDS, -1, -1):
