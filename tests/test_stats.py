@@ -5,6 +5,8 @@ from array import array
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from msgbench.accounting.histogram import HIGHEST_NS, LOWEST_NS, SIGNIFICANT_FIGURES, Histogram
 
@@ -56,3 +58,15 @@ def test_empty_histogram_encodes_and_summarises_to_zero() -> None:
     assert h.encode() == ""
     assert Histogram.decode("").count == 0
     assert h.summary().p99 == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=HIGHEST_NS), min_size=1, max_size=400),
+       st.integers(min_value=1, max_value=5))
+def test_mean_and_percentiles_are_hdrhistograms_own(values: list[int], repeat: int) -> None:
+    """The numpy mean and percentiles give what HdrHistogram's own loops give, exactly."""
+    h = Histogram()
+    h.record_array(values * repeat)
+    assert h.mean() == h.hdr.get_mean_value()
+    for p in (0.0, 0.1, 1.0, 50.0, 90.0, 99.0, 99.9, 99.999, 100.0):
+        assert h.value_at(p) == h.hdr.get_value_at_percentile(p), p

@@ -142,9 +142,46 @@ class Histogram:
         hist.out_of_range = out_of_range
         return hist
 
+    def _counts(self) -> np.ndarray:
+        return np.ctypeslib.as_array(self.hdr.counts)
+
+    def _index_values(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lowest value and width of the bins at ``index``, as HdrHistogram's
+        ``get_value_from_index`` and ``_hdr_size_of_equiv_value_range`` compute them."""
+        h = self.hdr
+        index = index.astype(np.int64)
+        bucket = (index >> h.sub_bucket_half_count_magnitude) - 1
+        sub = (index & (h.sub_bucket_half_count - 1)) + h.sub_bucket_half_count
+        first = bucket < 0
+        sub = np.where(first, sub - h.sub_bucket_half_count, sub)
+        bucket = np.where(first, 0, bucket)
+        return sub << (bucket + h.unit_magnitude), np.int64(1) << (h.unit_magnitude + bucket)
+
     def value_at(self, percentile: float) -> int:
-        """The value at ``percentile`` (0-100), 0 for an empty histogram."""
-        return int(self.hdr.get_value_at_percentile(percentile)) if self.count else 0
+        """The value at ``percentile`` (0-100), 0 for an empty histogram: exactly
+        HdrHistogram's ``get_value_at_percentile``, by a cumulative sum instead of its
+        Python loop over every bin (milliseconds a call, and a result asks for hundreds)."""
+        total = self.count
+        if not total:
+            return 0
+        target = max(int(min(percentile, 100.0) * total / 100 + 0.5), 1)
+        index = int(np.searchsorted(np.cumsum(self._counts()), target))
+        lowest, width = self._index_values(np.array([index]))
+        return int(lowest[0] + width[0] - 1) if percentile else int(lowest[0])
+
+    def mean(self) -> float:
+        """The mean, exactly HdrHistogram's ``get_mean_value`` (each bin at its middle), over
+        the non-empty bins only: its own iterator takes most of a second on a full run."""
+        total = self.count
+        if not total:
+            return 0.0
+        counts = self._counts()
+        index = np.flatnonzero(counts)
+        lowest, width = self._index_values(index)
+        middles = lowest + (width >> 1)
+        # Python ints: count x value can pass 2**63 (a billion values near an hour)
+        return float(sum(int(c) * int(m) for c, m in zip(counts[index], middles, strict=True))
+                     ) / total
 
     def summary(self) -> LatencySummary:
         """Percentiles, min, mean and max."""
@@ -154,7 +191,7 @@ class Histogram:
         return LatencySummary(
             count=self.count,
             min=int(h.get_min_value()),
-            mean=float(h.get_mean_value()),
+            mean=self.mean(),
             p50=self.value_at(50.0),
             p90=self.value_at(90.0),
             p99=self.value_at(99.0),
