@@ -197,7 +197,9 @@ def limits_from(params: dict[str, Any]) -> Limits:
 
 
 def _consoles() -> tuple[Console, Console]:
-    return Console(width=None if sys.stdout.isatty() else TABLE_WIDTH), Console(stderr=True)
+    # a warning is one line whatever its length (a path, a log grep), never wrapped at 80
+    err = Console(stderr=True, soft_wrap=True)
+    return Console(width=None if sys.stdout.isatty() else TABLE_WIDTH), err
 
 
 @click.command("compare")
