@@ -19,11 +19,11 @@ from click.core import ParameterSource
 from rich.console import Console
 
 from msgbench import __version__
-from msgbench.api.registry import all_options, load_target, target_names
+from msgbench.api.registry import load_target, target_names
 from msgbench.api.target import TargetError, TargetOption
 from msgbench.cli.console import ConsoleProgress, summary_table
 from msgbench.cli.interrupts import StopSignals, Terminated, name_the_signal, save_elsewhere
-from msgbench.kit.urls import SECRET_ENV
+from msgbench.cli.target_options import click_option, declared_options, option_values
 from msgbench.results.model import STATUS_FAILED, RunResult, write
 from msgbench.workload.config import (
     DEFAULT_DRAIN_TIMEOUT_S,
@@ -50,21 +50,10 @@ def _fail(message: str) -> None:
 def _target_options() -> dict[str, TargetOption]:
     """Every option any registered target declares, by flag (see ``all_options``)."""
     try:
-        return all_options()
+        return declared_options()
     except TargetError as exc:
         _fail(str(exc))
         raise AssertionError("unreachable") from exc
-
-
-def _click_option(opt: TargetOption) -> click.Option:
-    kind: Any = click.Choice(opt.choices) if opt.choices else (int if opt.kind == "int" else str)
-    if opt.kind == "flag":
-        return click.Option([opt.flag], is_flag=True, default=None, help=opt.help)
-    # an option that may hold a password can come from the environment instead: a command
-    # line is visible to every user of the machine
-    envvar = SECRET_ENV.get(opt.flag)
-    help_text = f"{opt.help} (or set {envvar})" if envvar else opt.help
-    return click.Option([opt.flag], type=kind, default=None, help=help_text, envvar=envvar)
 
 
 LAZY_COMMANDS: dict[str, str] = {
@@ -156,14 +145,7 @@ def _build_config(params: dict[str, Any], extra: dict[str, TargetOption],
     targets must not break an inproc run)."""
     target_name = params["target"]
     target = load_target(target_name)
-    own = {o.flag: o for o in target.options}
-    options: dict[str, Any] = {}
-    for flag, opt in extra.items():
-        value = params.get(opt.key)
-        if flag in own:
-            options[opt.key] = own[flag].default if value is None else value
-        elif value is not None and opt.key not in from_env:
-            raise ConfigError(f"{flag} does not apply to target {target_name!r}")
+    options = option_values(target, target_name, params, extra, from_env)
     procs = params["procs"]
     churn = parse_churn(params["churn"])
     return RunConfig(
@@ -396,7 +378,7 @@ def _make_run_command() -> click.Command:
         ),
         click.Option(["--quiet", "-q"], is_flag=True, help="No progress; one summary line."),
     ]
-    params += [_click_option(o) for o in _target_options().values()]
+    params += [click_option(o) for o in _target_options().values()]
     return click.Command(
         "run", callback=_run, params=params, help="Run one benchmark and write its result file."
     )
