@@ -166,6 +166,7 @@ KNEE_SLACK = 1.2
 """How far above an injected cost's nominal cap a short step may still pass (see below)."""
 
 
+@pytest.mark.serial
 def test_the_knee_follows_an_injected_per_message_cost(tmp_path: Path) -> None:
     # 2 ms per delivery caps one subscriber at 500/s, 0.5 ms at 2000/s
     slow = _capacity_cli(tmp_path, 2_000_000, "--start", "125", "--precision", "0.5")
@@ -180,6 +181,7 @@ def test_the_knee_follows_an_injected_per_message_cost(tmp_path: Path) -> None:
     assert "worker 0" in slow.limit  # the subscriber's worker carries the cost
 
 
+@pytest.mark.serial
 def test_a_search_that_hits_its_budget_stops_with_what_it_found(tmp_path: Path) -> None:
     result = _capacity_cli(tmp_path, 0, "--start", "200", "--budget", "14s")
     assert result.stopped == STOP_BUDGET

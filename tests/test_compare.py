@@ -185,6 +185,7 @@ def _blocks_of(out: Path) -> list[dict[str, Any]]:
     return blocks
 
 
+@pytest.mark.serial
 def test_ci_a_a_against_another_revision_never_raises_an_alarm(run_cli: Any,
                                                                tmp_path: Path) -> None:
     out = tmp_path / "ci"
@@ -207,6 +208,7 @@ effects in test_gate.py; this test proves the pipeline end to end: calibration, 
 in the candidate only, paired blocks, the verdict and its exit code."""
 
 
+@pytest.mark.serial
 def test_ci_catches_an_injected_slowdown(run_cli: Any, tmp_path: Path) -> None:
     out = tmp_path / "ci"
     r: CliRun = run_cli("ci", "--baseline-rev", "HEAD", "--out", str(out), *E2E_ARGS,

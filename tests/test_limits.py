@@ -24,6 +24,8 @@ from msgbench.results.limits import (
 )
 from msgbench.results.model import RunResult
 
+pytestmark = pytest.mark.serial  # saturation and contention need the cores to themselves
+
 WINDOW_S = 10.0
 KINDS = {"worker 0": "publisher", "worker 1": "subscriber"}
 
