@@ -48,7 +48,7 @@ from msgbench.analysis.broadcast_tables import broadcast_parts, machine
 from msgbench.analysis.capacity_table import load_documents
 from msgbench.analysis.units import format_count
 from msgbench.api.registry import load_target, target_names
-from msgbench.api.target import Capability
+from msgbench.api.target import Pattern
 from msgbench.orchestration.capacity import BadWorkload, Plan, Search
 from msgbench.orchestration.sweep import Cell, Runner
 from msgbench.results.capacity import Criteria, Step
@@ -116,14 +116,14 @@ class Settings:
         return self.budget_s * SHARES[share] / (chosen or 1.0)
 
 
-def ready_targets() -> dict[str, frozenset[Capability]]:
+def ready_targets() -> dict[str, frozenset[Pattern]]:
     """Every registered target whose check() passes here, with the patterns it carries."""
     ready = {}
     for name in target_names():
         try:
             target = load_target(name)
             if target.check().ok:
-                ready[name] = frozenset(target.capabilities)
+                ready[name] = frozenset(target.patterns)
         except Exception:  # a broken plugin is simply not published
             continue
     return ready
@@ -138,7 +138,7 @@ def designs_here(wanted: str | None, table: tuple[tuple[str, str], ...] = DESIGN
     out = [flags for name, flags in table if name in ready]
     if others:
         out += [n for n in sorted(ready) if n not in {d[0] for d in table}
-                and Capability.FANOUT in ready[n]]
+                and Pattern.BROADCAST in ready[n]]
     if wanted:
         names = set(wanted.split(","))
         out = [d for d in out if d.split()[0] in names or d in names]

@@ -1,6 +1,6 @@
 """Every target through every pattern it declares, against its real servers.
 
-A target that declares a capability must carry that pattern exactly: everything
+A target that declares a pattern must carry it exactly: everything
 owed delivered once, nothing lost, duplicated or misrouted, at a moderate rate.
 A pattern it does not declare is one line and exit 2.
 """
@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from msgbench.api import Capability
+from msgbench.api import Pattern
 from msgbench.api.registry import load_target, target_names
 
-PATTERN = {Capability.FANOUT: "broadcast", Capability.SHARED: "tasks", Capability.RPC: "rpc"}
 SHORT = ["--duration", "800ms", "--warmup", "200ms", "--drain-timeout", "1s", "--rate", "2k",
          "--json", "--quiet"]
 SHAPE = {"broadcast": ["--pubs", "2", "--subs", "3"], "tasks": ["--pubs", "2", "--subs", "3"],
@@ -27,18 +26,17 @@ def _cases() -> list[Any]:
     for name in target_names():
         target = load_target(name)
         ready = target.check().ok
-        for cap in Capability:
+        for pattern in Pattern:
             marks = [] if ready else [pytest.mark.skip(reason=target.check().detail)]
-            out.append(pytest.param(name, cap, cap in target.capabilities, marks=marks,
-                                    id=f"{name}-{PATTERN[cap]}"))
+            out.append(pytest.param(name, pattern, pattern in target.patterns, marks=marks,
+                                    id=f"{name}-{pattern.value}"))
     return out
 
 
-@pytest.mark.parametrize(("name", "cap", "declared"), _cases())
-def test_target_carries_what_it_declares(run_cli: Any, name: str, cap: Capability,
+@pytest.mark.parametrize(("name", "pattern", "declared"), _cases())
+def test_target_carries_what_it_declares(run_cli: Any, name: str, pattern: Pattern,
                                          declared: bool, request: pytest.FixtureRequest,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    pattern = PATTERN[cap]
     if name == "rabbitmq" and declared:
         # the session's broker: a private node per case would cost seconds each, and the
         # private path is tested in test_rabbitmq.py

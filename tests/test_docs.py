@@ -24,11 +24,10 @@ import click
 import pytest
 
 from msgbench.api.registry import load_target
-from msgbench.api.target import TargetError
+from msgbench.api.target import Pattern, TargetError
 from msgbench.cli.main import _build_config, _target_options
 from msgbench.cli.main import main as cli_group
 from msgbench.workload.config import ConfigError
-from msgbench.workload.topology import NEEDS, Pattern
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -162,13 +161,13 @@ def _parse(argv: tuple[str, ...]) -> click.Context | None:
 
 def _check_run(params: dict[str, object]) -> None:
     """What ``msgbench run`` checks before it starts anything: the config's own rules, options
-    that do not apply to the target, the pattern against the target's capabilities, and the
+    that do not apply to the target, the pattern against the target's patterns, and the
     target's option check. Not whether its server is installed: that is the machine's, not
     the docs'."""
     cfg = _build_config(dict(params), _target_options())
     cfg.validate()
     target = load_target(cfg.target)
-    if NEEDS[Pattern(cfg.pattern)] not in target.capabilities:
+    if Pattern(cfg.pattern) not in target.patterns:
         raise TargetError(f"target {cfg.target!r} does not carry the {cfg.pattern} pattern")
     target.validate(cfg.target_options)
 

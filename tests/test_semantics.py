@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from msgbench.accounting.counters import Counters
 from msgbench.accounting.ranges import ReceivedSet, union
-from msgbench.workload.topology import Pattern, Topology
+from msgbench.api.target import Pattern
+from msgbench.workload.topology import Topology
 
 counts = st.integers(min_value=0, max_value=10**12)
 

@@ -5,9 +5,9 @@ from msgbench.api.target import (
     JSON,
     PAYLOAD_FIRST_BYTE_MAX,
     Availability,
-    Capability,
     Client,
     Endpoint,
+    Pattern,
     Publisher,
     QueueDepth,
     Requester,
@@ -19,15 +19,16 @@ from msgbench.api.target import (
     Target,
     TargetError,
     TargetOption,
+    secret_env_name,
 )
 
 __all__ = [
     "JSON",
     "PAYLOAD_FIRST_BYTE_MAX",
     "Availability",
-    "Capability",
     "Client",
     "Endpoint",
+    "Pattern",
     "Publisher",
     "QueueDepth",
     "Requester",
@@ -39,4 +40,5 @@ __all__ = [
     "Target",
     "TargetError",
     "TargetOption",
+    "secret_env_name",
 ]

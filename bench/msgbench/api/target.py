@@ -13,10 +13,10 @@ Two halves live in two kinds of process:
   :class:`Publisher` and :class:`Subscription` objects (and, for request/reply,
   :class:`Requester` and responder subscriptions).
 
-Which patterns a target serves is :attr:`Target.capabilities`:
+Which patterns a target carries is :attr:`Target.patterns`:
 
-* ``fanout``: ``subscribe(..., group=None)`` gets every message of its topics;
-* ``shared``: ``subscribe(..., group="g0")``: the subscriptions of one group share
+* ``broadcast``: ``subscribe(..., group=None)`` gets every message of its topics;
+* ``tasks``: ``subscribe(..., group="g0")``: the subscriptions of one group share
   the messages of their topics, each message to one member (competing consumers).
   The target hands them over with :meth:`Sink.handle` and acknowledges a message
   only once that returns; a message the design delivers again (after a crash, a
@@ -35,7 +35,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 JSON = Any
 """A value that survives ``json.dumps`` / ``json.loads`` unchanged."""
@@ -45,12 +45,15 @@ class TargetError(Exception):
     """A target cannot run as configured; the message is one line for the user."""
 
 
-class Capability(StrEnum):
-    """A pattern a target can carry (see the module docstring)."""
+class Pattern(StrEnum):
+    """The messaging pattern of a run, and what a target declares it carries."""
 
-    FANOUT = "fanout"
-    SHARED = "shared"
+    BROADCAST = "broadcast"
+    """Fan-out: every message to every subscriber of its topic."""
+    TASKS = "tasks"
+    """Competing consumers: every message done once by one member of its topic's group."""
     RPC = "rpc"
+    """Request/reply: one reply per request, back to the requester that sent it."""
 
 
 PAYLOAD_FIRST_BYTE_MAX = 0x7F
@@ -58,24 +61,77 @@ PAYLOAD_FIRST_BYTE_MAX = 0x7F
 transport may tell a payload from its own framing by its first byte (and nothing else)."""
 
 
+OptionKind = Literal["str", "int", "flag"]
+"""What a :class:`TargetOption` holds: text, a whole number, or a boolean switch."""
+SECRET_ENV_PREFIX = "MSGBENCH_"
+
+
+def secret_env_name(flag: str) -> str:
+    """The environment variable that may carry ``flag``'s value instead of the command line
+    (``--amqp-url`` -> ``MSGBENCH_AMQP_URL``): how msgbench hands a password to its own
+    child processes, since a command line is visible to every user of the machine."""
+    return SECRET_ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
 @dataclass(frozen=True)
 class TargetOption:
-    """A command-line option a target adds to ``msgbench run``.
+    """A command-line option a target adds to ``msgbench run``, declared once: the CLI
+    option, its validation, the docs and the handling of secrets all derive from it.
 
-    ``choices`` restricts a string option; ``kind`` is ``"str"``, ``"int"`` or
-    ``"flag"`` (a boolean switch).
+    ``kind``: see :data:`OptionKind`; ``choices`` restricts a string option; ``min`` and
+    ``max`` bound a whole number (inclusive); ``secret``: the value may hold a password,
+    so it may come from the environment variable :attr:`env` instead, and msgbench passes
+    it to child processes that way and masks it in everything it prints.
     """
 
     flag: str
     help: str
     default: str | int | bool | None = None
-    kind: str = "str"
+    kind: OptionKind = "str"
     choices: tuple[str, ...] = ()
+    min: int | None = None
+    max: int | None = None
+    secret: bool = False
 
     @property
     def key(self) -> str:
         """The option's name in ``RunConfig.target_options``: ``--redis-url`` -> ``redis_url``."""
         return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str | None:
+        """The environment variable a secret option may come from; None for the others."""
+        return secret_env_name(self.flag) if self.secret else None
+
+    def parse(self, value: JSON) -> JSON:
+        """``value`` (from the command line, a sweep matrix, a config) checked and converted
+        to the option's kind; raises :class:`TargetError` with one line naming the flag."""
+        if value is None:
+            return None
+        if self.kind == "flag":
+            if isinstance(value, bool):
+                return value
+            raise TargetError(f"{self.flag} is a switch: give it or leave it out")
+        if self.kind == "int":
+            return self._whole(value)
+        text = str(value)
+        if self.choices and text not in self.choices:
+            raise TargetError(f"{self.flag} must be one of {', '.join(self.choices)}, "
+                              f"got {text!r}")
+        return text
+
+    def _whole(self, value: JSON) -> int:
+        if isinstance(value, bool):
+            raise TargetError(f"{self.flag} takes a whole number, got {value!r}")
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            raise TargetError(f"{self.flag} takes a whole number, got {value!r}") from None
+        if self.min is not None and n < self.min:
+            raise TargetError(f"{self.flag} must be at least {self.min}, got {n}")
+        if self.max is not None and n > self.max:
+            raise TargetError(f"{self.flag} must be at most {self.max}, got {n}")
+        return n
 
 
 @dataclass(frozen=True)
@@ -96,7 +152,7 @@ class ServeSpec:
     options: Mapping[str, JSON]
     size: int = 0
     """Message size in bytes (envelope included), for servers that bound frame sizes."""
-    pattern: str = "broadcast"
+    pattern: str = Pattern.BROADCAST
     """The run's pattern (``broadcast``, ``tasks``, ``rpc``), for a target whose modes
     carry different patterns: it refuses a mismatch here with :class:`TargetError`."""
 
@@ -242,25 +298,25 @@ class Client(abc.ABC):
                         group: str | None = None) -> Subscription:
         """Subscribe to ``topics``; returns once the subscription is in place.
 
-        With ``group`` (a target with the ``shared`` capability), the group's
+        With ``group`` (a target that carries the ``tasks`` pattern), the group's
         subscriptions share the messages: each to one member, via :meth:`Sink.handle`.
         "In place" means as far as the target can tell; the driver's probe
         phase covers designs (ZeroMQ) where a subscription propagates later.
         """
 
     async def requester(self, req_id: int, sink: Sink) -> Requester:
-        """Open requester ``req_id``, whose replies go to ``sink`` (``rpc`` capability)."""
+        """Open requester ``req_id``, whose replies go to ``sink`` (``rpc`` pattern)."""
         raise TargetError("this target does not do request/reply")
 
     async def responder(self, resp_id: int, topics: Sequence[str],
                         service: Service) -> Subscription:
         """Answer the requests of ``topics`` with ``service``, sharing them with the other
-        responders of those topics (``rpc`` capability)."""
+        responders of those topics (``rpc`` pattern)."""
         raise TargetError("this target does not do request/reply")
 
     async def queue_depth(self, topic: str, group: str) -> QueueDepth | None:
         """The depth of ``group``'s queue for ``topic`` now, asked about once a second by
-        the worker holding the group's first member (``shared`` capability). ``None``
+        the worker holding the group's first member (``tasks`` pattern). ``None``
         (the default) when the design keeps no queue it can measure (ZeroMQ's pipes).
         Must answer within a second and must not disturb the members' own traffic."""
         return None
@@ -277,7 +333,7 @@ class Target(abc.ABC):
     colocated: ClassVar[bool] = False
     """True when publishers and subscribers must share one worker process."""
     options: ClassVar[tuple[TargetOption, ...]] = ()
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.FANOUT})
+    patterns: ClassVar[frozenset[Pattern]] = frozenset({Pattern.BROADCAST})
     """The patterns this target carries (see the module docstring)."""
 
     def check(self) -> Availability:

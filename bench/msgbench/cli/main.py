@@ -20,7 +20,7 @@ from rich.console import Console
 
 from msgbench import __version__
 from msgbench.api.registry import load_target, target_names
-from msgbench.api.target import TargetError, TargetOption
+from msgbench.api.target import Pattern, TargetError, TargetOption
 from msgbench.cli.console import ConsoleProgress, summary_table
 from msgbench.cli.interrupts import StopSignals, Terminated, name_the_signal, save_elsewhere
 from msgbench.cli.target_options import click_option, declared_options, option_values
@@ -35,7 +35,6 @@ from msgbench.workload.config import (
     parse_duration,
     parse_rate,
 )
-from msgbench.workload.topology import NEEDS
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -399,7 +398,7 @@ def targets_cmd() -> None:
         state = "ready" if avail.ok else "missing"
         click.echo(f"{name:16} {state:8} {target.description}")
         click.echo(f"{'':16} {'':8} {avail.detail}")
-        carried = ", ".join(p.value for p, c in NEEDS.items() if c in target.capabilities)
+        carried = ", ".join(p.value for p in Pattern if p in target.patterns)
         click.echo(f"{'':16} {'':8} patterns: {carried}")
         for opt in target.options:
             click.echo(f"{'':16} {'':8} {opt.flag}: {opt.help}")

@@ -18,9 +18,10 @@ from typing import Any, Protocol
 from msgbench.accounting.counters import Counters
 from msgbench.accounting.histogram import Histogram
 from msgbench.accounting.ranges import union
+from msgbench.api.target import Pattern
 from msgbench.results.model import SecondStats, Summary
 from msgbench.workload.config import RunConfig
-from msgbench.workload.topology import Accounting, Pattern
+from msgbench.workload.topology import Accounting
 
 
 class Report(Protocol):

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from msgbench.api.registry import load_target
-from msgbench.api.target import Endpoint, ServeSpec, TargetError
+from msgbench.api.target import Endpoint, Pattern, ServeSpec, TargetError
 from msgbench.kit.urls import mask_url
 from msgbench.results import environment
 from msgbench.results.aggregate import Aggregator
@@ -48,7 +48,7 @@ from msgbench.run.replies import LEGS
 from msgbench.run.shared import TASK_HISTOGRAMS
 from msgbench.run.watch import ServerWatch
 from msgbench.workload.config import RunConfig
-from msgbench.workload.topology import NEEDS, Accounting, Pattern
+from msgbench.workload.topology import Accounting
 
 SETUP_TIMEOUT_S = 20.0
 START_DELAY_S = 0.2
@@ -141,8 +141,8 @@ class Coordinator:
                 f"target {self.config.target!r} cannot run here: {availability.detail}"
             )
         pattern = Pattern(self.config.pattern)
-        if NEEDS[pattern] not in self.target.capabilities:
-            does = ", ".join(sorted(c.value for c in self.target.capabilities))
+        if pattern not in self.target.patterns:
+            does = ", ".join(p.value for p in Pattern if p in self.target.patterns)
             raise TargetError(f"target {self.config.target!r} does not carry the {pattern.value} "
                               f"pattern (it does: {does})")
         self.target.validate(self.config.target_options)

@@ -22,7 +22,7 @@ from typing import Any
 from msgbench.accounting.counters import Counters
 from msgbench.accounting.histogram import Histogram
 from msgbench.api.registry import load_target
-from msgbench.api.target import Client, Subscription
+from msgbench.api.target import Client, Pattern, Subscription
 from msgbench.run import inject
 from msgbench.run.answer import Answerer
 from msgbench.run.churn import away_windows, churn
@@ -48,7 +48,7 @@ from msgbench.run.replies import ReplySink
 from msgbench.run.shared import GroupSink
 from msgbench.run.sink import Buffers, SubscriberSink
 from msgbench.workload.config import RunConfig
-from msgbench.workload.topology import Pattern, requester_scope, subscriber_scope
+from msgbench.workload.topology import requester_scope, subscriber_scope
 from msgbench.workload.work import parse_slow_worker, parse_work
 
 REPORT_INTERVAL_S = 1.0

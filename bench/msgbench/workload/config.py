@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from msgbench.api.target import Pattern
 from msgbench.workload.envelope import HEADER_SIZE, REPLY_SIZE
-from msgbench.workload.topology import Pattern, Topology
+from msgbench.workload.topology import Topology
 
 DEFAULT_DURATION_S = 10.0
 DEFAULT_WARMUP_S = 2.0

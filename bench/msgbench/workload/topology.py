@@ -1,7 +1,7 @@
 """Delivery semantics as one object: who listens, what is owed, when the probe is done.
 
-A run has one :class:`Pattern`; its :class:`Topology` answers, for that pattern,
-every question the driver used to answer with an unwritten rule:
+A run has one :class:`~msgbench.api.target.Pattern`; its :class:`Topology` answers, for
+that pattern, every question the driver used to answer with an unwritten rule:
 
 * **who listens** (:meth:`Topology.listener`): each subscriber's topic and, for a
   shared pattern, the group it consumes with;
@@ -30,23 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from msgbench.accounting.counters import Counters
-from msgbench.api.target import Capability
-
-
-class Pattern(StrEnum):
-    """The messaging pattern of a run."""
-
-    BROADCAST = "broadcast"
-    """Fan-out: every message to every subscriber of its topic."""
-    TASKS = "tasks"
-    """Competing consumers: every message done once by one member of its topic's group."""
-    RPC = "rpc"
-    """Request/reply: one reply per request, back to the requester that sent it."""
-
-
-NEEDS = {Pattern.BROADCAST: Capability.FANOUT, Pattern.TASKS: Capability.SHARED,
-         Pattern.RPC: Capability.RPC}
-"""The capability a target must declare to carry each pattern."""
+from msgbench.api.target import Pattern
 
 
 class Accounting(StrEnum):

@@ -28,8 +28,8 @@ from typing import Any
 
 from msgbench.api import (
     JSON,
-    Capability,
     Client,
+    Pattern,
     Publisher,
     QueueDepth,
     Requester,
@@ -207,7 +207,7 @@ class InprocTarget(Target):
     description = ("in-process: one event loop hands each message to every subscriber, to one "
                    "member of a group, or to a responder and back")
     colocated = True
-    capabilities = frozenset({Capability.FANOUT, Capability.SHARED, Capability.RPC})
+    patterns = frozenset({Pattern.BROADCAST, Pattern.TASKS, Pattern.RPC})
 
     def client(self, endpoint: Mapping[str, JSON], options: Mapping[str, JSON]) -> Client:
         """A fresh hub for this worker (all clients live in it)."""

@@ -28,9 +28,9 @@ from pamqp import commands
 from msgbench.api.target import (
     JSON,
     Availability,
-    Capability,
     Client,
     Endpoint,
+    Pattern,
     ServerProcess,
     ServeSpec,
     Target,
@@ -189,7 +189,7 @@ class RabbitTarget(Target):
     name = "rabbitmq"
     description = ("AMQP 0-9-1 broker: a fanout (or topic) exchange, a queue per subscriber, "
                    "transient or --durable; a work queue per group; RPC with direct reply-to")
-    capabilities = frozenset({Capability.FANOUT, Capability.SHARED, Capability.RPC})
+    patterns = frozenset({Pattern.BROADCAST, Pattern.TASKS, Pattern.RPC})
     options = (
         TargetOption("--amqp-url", "Use this broker (amqp://user:pass@host:port/vhost, "
                      "amqps:// for TLS) instead of starting a private rabbitmq-server; or set "

@@ -32,9 +32,9 @@ from typing import Any
 from msgbench.api.target import (
     JSON,
     Availability,
-    Capability,
     Client,
     Endpoint,
+    Pattern,
     Publisher,
     QueueDepth,
     ServeSpec,
@@ -298,7 +298,7 @@ class RedisListTarget(Target):
     name = "redis-list"
     description = ("job queue on Redis lists: LPUSH, workers BRPOP (at most once) or BLMOVE "
                    "into a processing list with a reaper (reliable)")
-    capabilities = frozenset({Capability.SHARED})
+    patterns = frozenset({Pattern.TASKS})
     options = (
         REDIS_URL_OPTION,
         TargetOption("--list-mode", "'brpop': LPUSH / BRPOP, at most once (a dead worker's "

@@ -24,9 +24,9 @@ from typing import Any
 from msgbench.api.target import (
     JSON,
     Availability,
-    Capability,
     Client,
     Endpoint,
+    Pattern,
     Publisher,
     Requester,
     ServeSpec,
@@ -188,7 +188,7 @@ class RedisRpcTarget(Target):
     name = "redis-rpc"
     description = ("request/reply on Redis: requests on a list per topic, each reply pushed "
                    "to its requester's own list (the return address), or published")
-    capabilities = frozenset({Capability.RPC})
+    patterns = frozenset({Pattern.RPC})
     options = (
         REDIS_URL_OPTION,
         TargetOption("--rpc-reply", "Where replies go back: 'list' (the requester's own list, "

@@ -28,9 +28,9 @@ from typing import Any
 from msgbench.api.target import (
     JSON,
     Availability,
-    Capability,
     Client,
     Endpoint,
+    Pattern,
     Publisher,
     QueueDepth,
     ServeSpec,
@@ -350,7 +350,7 @@ class RedisStreamsTarget(Target):
     description = ("durable subscribers: XADD to a stream per topic, each subscriber "
                    "XREADs from its own cursor and resumes after a disconnect; or a consumer "
                    "group shares it (XREADGROUP / XACK / XAUTOCLAIM)")
-    capabilities = frozenset({Capability.FANOUT, Capability.SHARED})
+    patterns = frozenset({Pattern.BROADCAST, Pattern.TASKS})
     options = (
         REDIS_URL_OPTION,
         TargetOption("--stream-maxlen", "Entries each stream keeps (XADD MAXLEN ~ N, "

@@ -45,9 +45,9 @@ from typing import Any
 from msgbench.api.target import (
     JSON,
     Availability,
-    Capability,
     Client,
     Endpoint,
+    Pattern,
     ServerProcess,
     ServeSpec,
     Target,
@@ -82,7 +82,7 @@ class WsTarget(Target):
     description = ("WebSocket chat server: broadcast to the clients of a room; "
                    "--servers K --bridge redis|zmq shares rooms across servers; "
                    "request/reply frames answered by a room's responders")
-    capabilities = frozenset({Capability.FANOUT, Capability.RPC})
+    patterns = frozenset({Pattern.BROADCAST, Pattern.RPC})
     options = (
         TargetOption("--servers", "ws: chat servers (each its own process)", 1, kind="int"),
         TargetOption("--bridge", "ws: how chat servers share messages", "none",

@@ -44,9 +44,9 @@ import zmq
 from msgbench.api.target import (
     JSON,
     Availability,
-    Capability,
     Client,
     Endpoint,
+    Pattern,
     Publisher,
     Requester,
     ServerProcess,
@@ -310,7 +310,7 @@ class ZmqTarget(Target):
                    "to all), or through an XSUB/XPUB forwarder; tasks: PUSH/PULL pipeline, "
                    "or a load-balancing ROUTER broker; rpc: REQ/REP, DEALER/ROUTER, or through "
                    "a ROUTER/DEALER broker")
-    capabilities = frozenset({Capability.FANOUT, Capability.SHARED, Capability.RPC})
+    patterns = frozenset({Pattern.BROADCAST, Pattern.TASKS, Pattern.RPC})
     options = (
         TargetOption("--zmq-mode", "mesh: subscribers connect to every publisher; proxy: "
                      "everyone connects to an XSUB/XPUB forwarder process (both --pattern "
