@@ -20,6 +20,7 @@ from msgbench.api.target import (
     TargetError,
     TargetOption,
 )
+from msgbench.api.variants import Variant, mode_variants
 
 __all__ = [
     "JSON",
@@ -39,4 +40,6 @@ __all__ = [
     "Target",
     "TargetError",
     "TargetOption",
+    "Variant",
+    "mode_variants",
 ]
