@@ -1,9 +1,9 @@
 """Regenerate results/published/ and results/README.md: the tables that answer "which design
 for my broadcast path?", "... for my task queue?" and "... for RPC?".
 
-Broadcast, for every design that can run here (inproc; redis; redis-streams; zmq mesh and
-proxy; ws with one server and two bridged by redis and by zmq; any other ready target that
-carries broadcast, with its defaults):
+The designs are asked of the installed targets, never listed here: every ready target's
+declared variants (:mod:`msgbench.orchestration.designs`) that carry the section's pattern,
+inproc first. Broadcast, for each:
 
 1. capacity at 4 x 32, 64 B: the highest rate with p99 <= 10 ms and nothing lost
    (``msgbench capacity``), p50 / p99 at 50 % of it, msgs per CPU-second, the limiting process;
@@ -12,16 +12,17 @@ carries broadcast, with its defaults):
 3. message size at 4 x 32: capacity in msgs/s and MB/s;
 4. the latency-throughput chart of every design at 4 x 32.
 
-Task distribution (``--pattern tasks``, :data:`TASK_DESIGNS`): capacity at 2 producers x 4
+Task distribution (``--pattern tasks``): capacity at 2 producers x 4
 workers with no work, and one run each at 2 x 500/s with ``--work fixed:1ms`` and worker 0
 ten times slower (shares, Jain, idle with a backlog, completion p99, lost, redelivered).
 
-Request/reply (``--pattern rpc``, :data:`RPC_DESIGNS`): open-loop capacity at 8 requesters x
+Request/reply (``--pattern rpc``): open-loop capacity at 8 requesters x
 2 responders (p99 <= 10 ms, no timeout), and 1 x 1 with one call in flight (round trip and
 its three legs).
 
-A design that does not carry a pattern (or whose flags this msgbench does not know yet) is
-skipped with a line, never a failed publish. Each table names its machine and versions and a
+A design that refuses its run anyway (exit 2: a target that declares more than it carries)
+is skipped with a line, never a failed publish; the README is written by
+``published_readme.py`` beside this script. Each table names its machine and versions and a
 takeaway computed from the data. Every step is a fresh ``msgbench run``; the whole
 regeneration is bounded by ``--budget``.
 
@@ -38,46 +39,26 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
 
 from msgbench.analysis import pattern_tables
-from msgbench.analysis.broadcast_tables import broadcast_parts, machine
 from msgbench.analysis.capacity_table import load_documents
 from msgbench.analysis.units import format_count
-from msgbench.api.registry import load_target, target_names
-from msgbench.api.target import Pattern
+from msgbench.api.target import Pattern, Target
 from msgbench.orchestration.capacity import BadWorkload, Plan, Search
+from msgbench.orchestration.designs import designs as pattern_designs
+from msgbench.orchestration.designs import narrowed, ready_targets
 from msgbench.orchestration.sweep import Cell, Runner
 from msgbench.results.capacity import Criteria, Step
 from msgbench.results.model import ResultError
 from msgbench.workload.config import parse_duration, parse_rate
+from published_readme import MAX_PUBLISH_DELAY, SLO, readme
 
 ROOT = Path(__file__).resolve().parent.parent
-DESIGNS = (
-    ("inproc", "inproc"), ("redis", "redis"), ("redis-streams", "redis-streams"),
-    ("zmq", "zmq"), ("zmq", "zmq --zmq-mode proxy"), ("ws", "ws"),
-    ("ws", "ws --servers 2 --bridge redis"), ("ws", "ws --servers 2 --bridge zmq"),
-)
-"""(target name, target with flags) of every published broadcast design, in table order."""
-TASK_DESIGNS = (
-    ("inproc", "inproc"), ("zmq", "zmq --zmq-mode pipeline"), ("zmq", "zmq --zmq-mode broker"),
-    ("redis-streams", "redis-streams"), ("redis-list", "redis-list --list-mode brpop"),
-    ("redis-list", "redis-list --list-mode blmove"), ("rabbitmq", "rabbitmq"),
-)
-"""Task-distribution designs; one that answers "does not carry" (exit 2) is skipped."""
-RPC_DESIGNS = (
-    ("inproc", "inproc"), ("redis-rpc", "redis-rpc --rpc-reply list"),
-    ("redis-rpc", "redis-rpc --rpc-reply pubsub"), ("zmq", "zmq --zmq-mode reqrep"),
-    ("zmq", "zmq --zmq-mode dealer"), ("zmq", "zmq --zmq-mode rpc-broker"), ("ws", "ws"),
-    ("ws", "ws --servers 2 --bridge redis"),
-)
-"""Request/reply designs (names of the ones under construction may change: edit here)."""
-SLO = "10ms"
-MAX_PUBLISH_DELAY = "5ms"
-"""Half the SLO, as ``msgbench capacity`` does by default."""
 SHARES = {"capacity": 0.25, "fanout": 0.1, "size": 0.28, "tasks": 0.2, "rpc": 0.17}
 """How the budget is split between the questions (broadcast keeps its 25-minute time at
 the 40-minute default)."""
@@ -116,33 +97,12 @@ class Settings:
         return self.budget_s * SHARES[share] / (chosen or 1.0)
 
 
-def ready_targets() -> dict[str, frozenset[Pattern]]:
-    """Every registered target whose check() passes here, with the patterns it carries."""
-    ready = {}
-    for name in target_names():
-        try:
-            target = load_target(name)
-            if target.check().ok:
-                ready[name] = frozenset(target.patterns)
-        except Exception:  # a broken plugin is simply not published
-            continue
-    return ready
-
-
-def designs_here(wanted: str | None, table: tuple[tuple[str, str], ...] = DESIGNS,
-                 others: bool = True) -> tuple[str, ...]:
-    """The designs of ``table`` whose target is ready, then (``others``) any other ready
-    target that carries broadcast, with its defaults; ``wanted`` (comma-separated target
-    names or designs) narrows them."""
-    ready = ready_targets()
-    out = [flags for name, flags in table if name in ready]
-    if others:
-        out += [n for n in sorted(ready) if n not in {d[0] for d in table}
-                and Pattern.BROADCAST in ready[n]]
-    if wanted:
-        names = set(wanted.split(","))
-        out = [d for d in out if d.split()[0] in names or d in names]
-    return tuple(out)
+def designs_here(wanted: str | None, pattern: Pattern,
+                 ready: Mapping[str, type[Target]]) -> tuple[str, ...]:
+    """The designs of the ``ready`` targets that carry ``pattern`` (as their declarations
+    say: :mod:`msgbench.orchestration.designs`), narrowed to ``wanted`` (comma-separated
+    target names or designs), as ``msgbench run -t`` takes them."""
+    return tuple(d.flags for d in narrowed(pattern_designs(pattern, ready), wanted))
 
 
 def _file_name(flags: str, size: int) -> str:
@@ -297,39 +257,6 @@ def measure_rpc(s: Settings, out: Path, err: Console) -> None:
              (RPC_REQUESTERS, RPC_RESPONDERS, RPC_START_RATE), one)
 
 
-def readme(out: Path, results_dir: Path, command: str, took_s: float | None) -> str:
-    """The text of results/README.md, from the files in ``out``: the sections whose files
-    are there, a table of contents, and the machine."""
-    broadcast, fan_runs = broadcast_parts(out, results_dir)
-    tasks, task_runs = pattern_tables.task_parts(out / "tasks")
-    rpc, rpc_runs = pattern_tables.rpc_parts(out / "rpc")
-    body = [*broadcast, *tasks, *rpc]
-    headings = [line[3:] for line in body if line.startswith("## ")] + ["Machine"]
-    took = "" if took_s is None else f" Measuring took {took_s / 60:.0f} min."
-    parts = [
-        "<!-- Generated by scripts/publish_results.py. Never hand-edited: "
-        "rerun the command below instead. -->",
-        "# Published results: which design for my broadcast path, my task queue, my RPC?", "",
-        "**Generated file, never hand-edited.** Regenerate it (and everything in "
-        "`published/`) with:", "", "```sh", command, "```", "",
-        f"Every figure comes from a fresh `msgbench run` of a few seconds.{took} Capacity is "
-        f"the highest offered rate at which nothing is lost, no subscriber is disconnected, the "
-        f"publishers keep their schedule (publish delay p99 <= {MAX_PUBLISH_DELAY}) and p99 "
-        f"<= {SLO} (latency from the intended send time), found by `msgbench capacity` "
-        "(ramp, then bisect). `msgs/CPU-s` counts deliveries per CPU-second of every process "
-        "involved, brokers included. `>=` marks a lower bound (the search ran out of budget).",
-        "", "Contents:", "", *[f"- [{h}]({_anchor(h)})" for h in headings], "", *body,
-        "## Machine", "", *machine([*fan_runs, *task_runs, *rpc_runs]), "",
-    ]
-    return "\n".join(parts)
-
-
-def _anchor(heading: str) -> str:
-    """GitHub's anchor of a Markdown heading."""
-    kept = "".join(c for c in heading.lower() if c.isalnum() or c in " -_")
-    return "#" + kept.replace(" ", "-")
-
-
 def _keep_unmeasured(out: Path, staging: Path, sections: tuple[str, ...]) -> None:
     """Copy into ``staging`` the stored directories of the sections not measured now."""
     for name, dirs in SECTIONS.items():
@@ -401,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             fan_rate = parse_rate(args.fanout_deliveries)
             settings = Settings(
-                designs=designs_here(args.targets), pubs=_ints(args.pubs, "--pubs")[0],
+                designs=(), pubs=_ints(args.pubs, "--pubs")[0],
                 subs=_ints(args.subs, "--subs")[0],
                 fanout_subs=_ints(args.fanout_subs, "--fanout-subs"),
                 fanout_deliveries=fan_rate or 20_000.0,
@@ -413,13 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"publish_results: error: {exc}", file=sys.stderr)
             return 2
-        wanted = set(settings.sections)
-        settings = replace(
-            settings, designs=settings.designs if "broadcast" in wanted else (),
-            task_designs=designs_here(args.targets, TASK_DESIGNS, False)
-            if "tasks" in wanted else (),
-            rpc_designs=designs_here(args.targets, RPC_DESIGNS, False) if "rpc" in wanted
-            else ())
+        ready = ready_targets()
+        chosen = {name: designs_here(args.targets, Pattern(name), ready)
+                  if name in settings.sections else () for name in SECTIONS}
+        settings = replace(settings, designs=chosen["broadcast"], task_designs=chosen["tasks"],
+                           rpc_designs=chosen["rpc"])
         if not (settings.designs or settings.task_designs or settings.rpc_designs):
             print("publish_results: error: no design can run here", file=sys.stderr)
             return 2

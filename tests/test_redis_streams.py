@@ -8,7 +8,7 @@ import pytest
 
 from conftest import CliRun
 from msgbench.kit.procs import which
-from msgbench.targets.redis.streams import Mark, trimmed_past
+from msgbench.targets.redis.stream_cursor import Mark, trimmed_past
 
 pytestmark = pytest.mark.skipif(not which("redis-server"), reason="redis-server not installed")
 

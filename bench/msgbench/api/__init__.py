@@ -21,6 +21,7 @@ from msgbench.api.target import (
     TargetOption,
     secret_env_name,
 )
+from msgbench.api.variants import Variant, mode_variants
 
 __all__ = [
     "JSON",
@@ -40,5 +41,7 @@ __all__ = [
     "Target",
     "TargetError",
     "TargetOption",
+    "Variant",
+    "mode_variants",
     "secret_env_name",
 ]

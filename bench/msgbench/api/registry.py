@@ -33,7 +33,17 @@ def load_target_class(name: str) -> type[Target]:
         try:
             cls = ep.load()
         except Exception as exc:  # a broken plugin must not take the CLI down
-            errors.append(f"target {name!r} failed to load: {exc}")
+            # a library its entry point's extra would have installed is missing: say which
+            # pip command adds it, not the import error alone (a module of the target's own
+            # package missing is a broken install, which no extra mends)
+            missing = (exc.name or "") if isinstance(exc, ModuleNotFoundError) else ""
+            top = missing.split(".")[0]
+            if top and ep.extras and not ep.value.startswith(top + "."):
+                dist = ep.dist.name if ep.dist is not None else "msgbench"
+                errors.append(f"target {name!r} needs {top} (not "
+                              f"installed): pip install '{dist}[{','.join(ep.extras)}]'")
+            else:
+                errors.append(f"target {name!r} failed to load: {exc}")
             continue
         if isinstance(cls, type) and issubclass(cls, Target):
             return cls

@@ -35,7 +35,10 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:  # variants.py builds on this module's types
+    from msgbench.api.variants import Variant
 
 JSON = Any
 """A value that survives ``json.dumps`` / ``json.loads`` unchanged."""
@@ -330,6 +333,9 @@ class Target(abc.ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
+    variants: ClassVar[tuple[Variant, ...]] = ()
+    """The designs this target makes, in the order tables show them (see
+    :mod:`msgbench.api.variants`); empty: one, the target with its defaults."""
     colocated: ClassVar[bool] = False
     """True when publishers and subscribers must share one worker process."""
     options: ClassVar[tuple[TargetOption, ...]] = ()

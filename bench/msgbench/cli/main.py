@@ -393,7 +393,7 @@ def targets_cmd() -> None:
             target = load_target(name)
             avail = target.check()
         except TargetError as exc:
-            click.echo(f"{name:16} broken   {exc}")
+            click.echo(f"{name:16} {'unavailable':8} {exc}")  # what to install, or why
             continue
         state = "ready" if avail.ok else "missing"
         click.echo(f"{name:16} {state:8} {target.description}")

@@ -44,6 +44,7 @@ from msgbench.api.target import (
     TargetError,
     TargetOption,
 )
+from msgbench.api.variants import mode_variants
 from msgbench.kit.redis_cluster import RedisAddress, SlotMap, address, connect, deploy
 from msgbench.kit.redis_server import REDIS_URL_OPTION
 from msgbench.kit.resp import (
@@ -311,6 +312,9 @@ class RedisListTarget(Target):
                      "reaper puts the worker's processing list back on the queue.",
                      default=DEFAULT_REAP_AFTER),
     )
+
+    variants = mode_variants(options, "--list-mode")
+    """brpop (at most once) and blmove (reliable): two designs."""
 
     def check(self) -> Availability:
         """Same needs as the pub/sub target: redis-server, or a server via --redis-url."""

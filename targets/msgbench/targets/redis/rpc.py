@@ -37,6 +37,7 @@ from msgbench.api.target import (
     TargetError,
     TargetOption,
 )
+from msgbench.api.variants import mode_variants
 from msgbench.kit.redis_cluster import RedisAddress, SlotMap, connect, deploy
 from msgbench.kit.redis_server import REDIS_URL_OPTION
 from msgbench.kit.resp import RespConnection, RespError, command
@@ -195,6 +196,9 @@ class RedisRpcTarget(Target):
                      "kept until read) or 'pubsub' (a channel: lost if nobody listens).",
                      default="list", choices=REPLY_MODES),
     )
+
+    variants = mode_variants(options, "--rpc-reply")
+    """Replies to the requester's list, and by pub/sub: two designs."""
 
     def check(self) -> Availability:
         """Same needs as the pub/sub target: redis-server, or a server via --redis-url."""

@@ -161,7 +161,7 @@ class _WsResponder(Subscription):
 
 
 class WsRpcClient(WsClient):
-    """:class:`WsClient` with requesters and responders (the ``rpc`` capability)."""
+    """:class:`WsClient` with requesters and responders (the ``rpc`` pattern)."""
 
     async def requester(self, req_id: int, sink: Sink) -> Requester:
         """Requester ``req_id`` on the server a publisher of that id would use."""

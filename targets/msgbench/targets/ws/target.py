@@ -54,6 +54,7 @@ from msgbench.api.target import (
     TargetError,
     TargetOption,
 )
+from msgbench.api.variants import Variant
 from msgbench.kit import redis_server
 from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, wait_for_port
 from msgbench.kit.urls import SECRET_ENV
@@ -95,6 +96,13 @@ class WsTarget(Target):
         TargetOption("--max-client-buffer", "ws: bytes waiting for a client before the "
                      "server disconnects it", DEFAULT_MAX_CLIENT_BUFFER, kind="int"),
     )
+
+    variants = (
+        Variant(),
+        *(Variant(("--servers", "2", "--bridge", bridge))
+          for bridge in BRIDGES if bridge != "none"),
+    )
+    """One server, and two bridged by each bridge: three designs, every one for both patterns."""
 
     def check(self) -> Availability:
         """Always runnable; the Redis bridge needs redis-server or --redis-url."""

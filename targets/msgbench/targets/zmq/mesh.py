@@ -58,11 +58,13 @@ from msgbench.api.target import (
     TargetError,
     TargetOption,
 )
+from msgbench.api.variants import mode_variants
 from msgbench.kit.zmq_watch import LinkWatch, readable
 from msgbench.targets.zmq import brokered, pipeline, rpc
 from msgbench.targets.zmq.lbbroker import broker
 from msgbench.targets.zmq.proxy import forwarder
 from msgbench.targets.zmq.settings import (
+    BROADCAST_MODES,
     DEFAULT_CREDIT,
     DEFAULT_HWM,
     DEFAULT_REQ_TIMEOUT_MS,
@@ -338,6 +340,11 @@ class ZmqTarget(Target):
                      "comes later, is dropped: a timeout)", DEFAULT_REQ_TIMEOUT_MS,
                      kind="int"),
     )
+
+    variants = mode_variants(options, "--zmq-mode", {
+        Pattern.BROADCAST: BROADCAST_MODES, Pattern.TASKS: TASK_MODES,
+        Pattern.RPC: RPC_MODES})
+    """mesh, pipeline and dealer by default; every other mode a design of its own."""
 
     def check(self) -> Availability:
         """pyzmq is a dependency; report the libzmq it carries."""
