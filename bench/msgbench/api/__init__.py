@@ -1,6 +1,7 @@
 """All a target author imports: the target interface, its options and errors, and the
 registry that finds targets by name. See :mod:`msgbench.api.target` for the contract."""
 
+from msgbench.api.faults import FaultPlan, Login, ServerFault, Unreachable
 from msgbench.api.target import (
     JSON,
     PAYLOAD_FIRST_BYTE_MAX,
@@ -28,10 +29,13 @@ __all__ = [
     "Capability",
     "Client",
     "Endpoint",
+    "FaultPlan",
+    "Login",
     "Publisher",
     "QueueDepth",
     "Requester",
     "ServeSpec",
+    "ServerFault",
     "ServerProcess",
     "Service",
     "Sink",
@@ -39,4 +43,5 @@ __all__ = [
     "Target",
     "TargetError",
     "TargetOption",
+    "Unreachable",
 ]

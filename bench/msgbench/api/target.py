@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from msgbench.api.faults import FaultPlan
+
 JSON = Any
 """A value that survives ``json.dumps`` / ``json.loads`` unchanged."""
 
@@ -279,6 +281,9 @@ class Target(abc.ABC):
     options: ClassVar[tuple[TargetOption, ...]] = ()
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.FANOUT})
     """The patterns this target carries (see the module docstring)."""
+    faults: ClassVar[FaultPlan] = FaultPlan()
+    """How the shared fault suite may break it (see :mod:`msgbench.api.faults`); the default
+    kills a responder of an ``rpc`` target and nothing else."""
 
     def check(self) -> Availability:
         """Say whether this target can run here (servers installed, ...)."""
