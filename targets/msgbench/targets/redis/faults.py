@@ -19,7 +19,6 @@ from msgbench.kit.redis_server import private_server
 from msgbench.kit.urls import SECRET_ENV
 
 URL_OPTION = "--redis-url"
-UNREACHABLE = Unreachable((URL_OPTION, "redis://127.0.0.1:{port}"), "cannot reach Redis")
 
 
 @dataclass(frozen=True)
@@ -41,11 +40,12 @@ def protected_server() -> Iterator[ProtectedRedis]:
         yield ProtectedRedis(server.url.replace("redis://", f"redis://:{password}@", 1))
 
 
-LOGIN = Login(URL_OPTION, protected_server, "refused the password",
-              env=SECRET_ENV[URL_OPTION])
-
-
-def redis_faults(pattern: str, *args: str) -> FaultPlan:
-    """The plan of a Redis target whose runs carry ``pattern`` (with ``args``)."""
-    server = ServerFault("redis-server", "redis-server", "redis-server", args, pattern)
-    return FaultPlan(UNREACHABLE, LOGIN, (server,), needs=("redis-server",))
+def redis_faults(pattern: str) -> FaultPlan:
+    """The plan of a Redis target whose runs carry ``pattern``."""
+    run = ("--pattern", pattern)
+    return FaultPlan(
+        Unreachable((*run, URL_OPTION, "redis://127.0.0.1:{port}"), "cannot reach Redis"),
+        Login(URL_OPTION, protected_server, "refused the password", env=SECRET_ENV[URL_OPTION],
+              args=run),
+        (ServerFault("redis-server", "redis-server", "redis-server", pattern=pattern),),
+        needs=("redis-server",))
