@@ -4,6 +4,8 @@ A target declares how to break itself (``Target.faults``); this suite does it, t
 for every design, against real servers:
 
 * no server behind its URL: exit 2 within seconds, one line naming what is unreachable;
+* its server program not installed (nothing on PATH) and no URL: one line, exit 2, saying to
+  install it or pass the URL;
 * a wrong password: one line, and no password (wrong or right) printed;
 * a server process killed (``kill -9``) or stopped (``SIGSTOP``) mid-run: the run ends within
   seconds as ``failed``, that server's role named, counts exact over the time measured;
@@ -19,6 +21,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -78,6 +81,9 @@ def _cases(kind: str) -> list[Any]:
         plan, marks = cls.faults, _marks(cls)
         if kind == "unreachable" and plan.unreachable:
             out.append(pytest.param(name, plan, None, marks=marks, id=f"{name}-no-server"))
+        elif kind == "uninstalled" and plan.unreachable and plan.unreachable.option \
+                and plan.needs:
+            out.append(pytest.param(name, plan, None, marks=marks, id=f"{name}-not-installed"))
         elif kind == "login" and plan.login:
             out.append(pytest.param(name, plan, None, marks=marks, id=f"{name}-bad-password"))
         elif kind == "server":
@@ -137,6 +143,17 @@ def test_no_server_is_one_line_naming_what_is_unreachable(
     assert elapsed < UNREACHABLE_S, f"took {elapsed:.1f} s to give up"
 
 
+@pytest.mark.parametrize(("name", "plan", "_"), _cases("uninstalled"))
+def test_no_server_installed_and_no_url_says_what_to_do(
+        run_cli: Any, name: str, plan: FaultPlan, _: None, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert plan.unreachable is not None and plan.unreachable.option is not None
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: none of plan.needs
+    line = _one_error_line(run_cli("run", "-t", name, *plan.unreachable.without_server(),
+                                   *SHORT))
+    assert "install" in line and plan.unreachable.option in line, line
+
+
 @pytest.mark.parametrize(("name", "plan", "_"), _cases("login"))
 def test_a_wrong_password_is_one_line_that_prints_no_password(
         run_cli: Any, name: str, plan: FaultPlan, _: None, request: pytest.FixtureRequest,
@@ -156,7 +173,7 @@ def test_a_wrong_password_is_one_line_that_prints_no_password(
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["kill-9", "sigstop"])
 @pytest.mark.parametrize(("name", "plan", "fault"), _cases("server"))
 def test_a_killed_or_stopped_server_fails_the_run_named_with_exact_counts(
-        tmp_path: Any, name: str, plan: FaultPlan, fault: ServerFault,
+        tmp_path: Path, name: str, plan: FaultPlan, fault: ServerFault,
         sig: signal.Signals) -> None:
     proc = _start(tmp_path, ["-t", name, "--pattern", fault.pattern, *fault.args])
     _wait_measuring(proc)

@@ -6,6 +6,8 @@ registered target, so a design gets the fault tests by declaring, not by copying
 
 * :attr:`FaultPlan.unreachable`: the run's arguments when its server is not there (a closed
   loopback port): exit non-zero within seconds, one line naming what cannot be reached;
+* :attr:`FaultPlan.needs` with :attr:`FaultPlan.unreachable`: with none of ``needs`` on PATH and
+  no URL, one line saying to install it or to pass :attr:`Unreachable.option`;
 * :attr:`FaultPlan.login`: a server of its kind that requires a password, and the option a run
   is pointed at it by: a wrong password is one line that prints no password;
 * :attr:`FaultPlan.servers`: each server process a run has, how to recognise it among the
@@ -56,6 +58,17 @@ class Unreachable:
     def argv(self, port: int) -> list[str]:
         """``args`` with :data:`PORT` replaced by ``port``."""
         return [a.replace(PORT, str(port)) for a in self.args]
+
+    @property
+    def option(self) -> str | None:
+        """The option whose value holds :data:`PORT` (``--redis-url``), if one does."""
+        at = next((i for i, a in enumerate(self.args) if PORT in a), 0)
+        return self.args[at - 1] if at > 0 and self.args[at - 1].startswith("--") else None
+
+    def without_server(self) -> list[str]:
+        """``args`` without that option and its value: a run that must start its own."""
+        at = next((i for i, a in enumerate(self.args) if PORT in a), None)
+        return list(self.args) if at is None else [*self.args[: at - 1], *self.args[at + 1 :]]
 
 
 @dataclass(frozen=True)
