@@ -1,4 +1,5 @@
-"""The fault matrix: every process kind a run has, killed or stopped mid-measurement.
+"""The fault matrix of the driver's own processes, killed or stopped mid-measurement (a
+target's servers: tests/test_fault_contract.py, from each target's ``FaultPlan``).
 
 For each (process, signal) the run must end within seconds as ``failed``, name
 the process, and keep a partial result whose counts are exact over the time
@@ -23,7 +24,6 @@ import psutil
 import pytest
 
 from conftest import msgbench_argv
-from msgbench.kit.procs import which
 
 FAULT_AT_S = 1.5
 """How far into the measured window the fault comes."""
@@ -34,22 +34,12 @@ STOP_DEADLINE_S = 6.0 + 1.0
 by its state (1 s); plus a second."""
 START_TIMEOUT_S = 60.0
 
-# (id, run arguments, how to find the process among the run's descendants, its role's name)
+# (id, run arguments, how to find the process among the run's descendants, its role's name).
+# The driver's own processes only: every target's servers are broken through its FaultPlan by
+# tests/test_fault_contract.py, which reuses this module's helpers.
 KINDS = [
     ("worker", ["-t", "inproc"], lambda c: "spawn_main" in c, "worker 0"),
-    ("redis-server", ["-t", "redis"], lambda c: c.startswith("redis-server") or
-     "/redis-server" in c.split(" ")[0], "redis-server"),
-    ("zmq-proxy", ["-t", "zmq", "--zmq-mode", "proxy"],
-     lambda c: "msgbench.targets.zmq.proxy" in c, "zmq-proxy"),
-    ("chat-server", ["-t", "ws", "--servers", "2", "--bridge", "redis"],
-     lambda c: "serve_cmd" in c and "chat" in c, "chat-server"),
-    ("bridge-redis", ["-t", "ws", "--servers", "2", "--bridge", "redis"],
-     lambda c: "/redis-server" in c.split(" ")[0] or c.startswith("redis-server"),
-     "redis-server"),
-    ("rabbitmq", ["-t", "rabbitmq"], lambda c: "beam.smp" in c, "rabbitmq-server"),
 ]
-NEEDS = {"redis-server": "redis-server", "chat-server": "redis-server",
-         "bridge-redis": "redis-server", "rabbitmq": "rabbitmq-server"}
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -89,9 +79,7 @@ def _wait_measuring(proc: subprocess.Popen[str]) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["kill-9", "sigstop"])
 @pytest.mark.parametrize(("kind", "args", "match", "role"), [
-    pytest.param(*k, id=k[0], marks=[pytest.mark.skipif(
-        k[0] in NEEDS and which(NEEDS[k[0]]) is None, reason=f"needs {NEEDS.get(k[0])}")])
-    for k in KINDS])
+    pytest.param(*k, id=k[0]) for k in KINDS])
 def test_a_dead_or_stopped_process_ends_the_run_named_with_exact_counts(
         tmp_path: Path, kind: str, args: list[str], match: Any, role: str,
         sig: signal.Signals) -> None:

@@ -1,34 +1,23 @@
 """The zmq request/reply modes (reqrep, dealer, rpc-broker) on real sockets and processes:
-replies matched, a killed responder, a REQ socket whose reply never comes."""
+replies matched, a REQ socket whose reply never comes (a killed responder or rpc broker:
+tests/test_fault_contract.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import zmq
 
-from conftest import msgbench_argv
 from msgbench.api.target import Sink, TargetError
 from msgbench.kit.procs import LOOPBACK
 from msgbench.targets.zmq import reqrep
 from msgbench.targets.zmq.settings import Settings
 
 RUN = ["run", "-t", "zmq", "--pattern", "rpc", "--json", "--quiet", "-w", "300ms"]
-MODES = ["reqrep", "dealer", "rpc-broker"]
-PROMPT_S = 30
-"""A run with a killed responder must end within this (it is a few seconds of load)."""
-BROKER_GONE_S = 6.0
-"""A run whose broker died must end within this of the kill."""
 
 
 @pytest.mark.parametrize(("mode", "topics"), [("reqrep", 1), ("dealer", 2), ("rpc-broker", 2)])
@@ -47,52 +36,6 @@ def test_every_reply_comes_back_to_its_requester(run_cli: Any, mode: str, topics
     assert doc["legs"]["rpc_reply_leg"]["count"] == s["delivered"]
     if mode == "rpc-broker":
         assert any(p["role"] == "zmq-rpc-broker" for p in doc["processes"]), doc["processes"]
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_a_killed_responder_shows_as_timeouts_and_the_run_ends(run_cli: Any, mode: str) -> None:
-    extra = ["--zmq-req-timeout", "300"] if mode == "reqrep" else []
-    started = time.monotonic()
-    r = run_cli(*RUN, "--zmq-mode", mode, *extra, "--pubs", "2", "--subs", "2", "--procs",
-                "3", "--rate", "500", "-d", "2s", "--kill-worker", "1s", "--timeout", "300ms",
-                "--drain-timeout", "1s")
-    elapsed = time.monotonic() - started
-    assert r.returncode == 0, r.stderr
-    doc = json.loads(r.stdout)
-    s = doc["summary"]
-    assert any("killed on purpose" in x for x in doc["reasons"]), doc["reasons"]
-    assert s["timeouts"] == max(0, s["expected"] - (s["delivered"] - s["late"]))
-    assert s["lost"] == s["expected"] - s["delivered"]
-    assert s["misrouted"] == s["orphan_replies"] == s["duplicated"] == 0
-    assert s["delivered"] > s["expected"] // 2, "the other responder answered after the kill"
-    assert elapsed < PROMPT_S, f"the run took {elapsed:.0f} s"
-
-
-def test_killed_rpc_broker_ends_the_run(tmp_path: Path) -> None:
-    argv = msgbench_argv("run", "--target", "zmq", "--pattern", "rpc", "--zmq-mode",
-                         "rpc-broker", "--subs", "2", "--duration", "30s", "--warmup", "0s",
-                         "--rate", "500", "--out", str(tmp_path), "--json")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    deadline = time.monotonic() + PROMPT_S
-    for line in proc.stderr:
-        if "measuring" in line:
-            break
-        assert time.monotonic() < deadline, "run never started measuring"
-    time.sleep(0.5)
-    children = psutil.Process(proc.pid).children(recursive=True)
-    brokers = [c for c in children
-               if "msgbench.targets.zmq.rpcbroker" in " ".join(c.cmdline())]
-    assert len(brokers) == 1
-    killed_at = time.monotonic()
-    os.kill(brokers[0].pid, signal.SIGKILL)
-    out, _ = proc.communicate(timeout=PROMPT_S)
-    elapsed = time.monotonic() - killed_at
-    doc = json.loads(out)
-    assert proc.returncode == 1
-    assert elapsed < BROKER_GONE_S, f"took {elapsed:.1f} s to notice the dead broker"
-    assert doc["status"] == "failed" and doc["partial"] is True
-    assert "zmq-rpc-broker" in doc["reasons"][0], doc["reasons"]
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """All a target author imports: the target interface, its options and errors, and the
 registry that finds targets by name. See :mod:`msgbench.api.target` for the contract."""
 
+from msgbench.api.faults import FaultPlan, Login, ServerFault, Unreachable
 from msgbench.api.target import (
     JSON,
     PAYLOAD_FIRST_BYTE_MAX,
@@ -29,11 +30,14 @@ __all__ = [
     "Availability",
     "Client",
     "Endpoint",
+    "FaultPlan",
+    "Login",
     "Pattern",
     "Publisher",
     "QueueDepth",
     "Requester",
     "ServeSpec",
+    "ServerFault",
     "ServerProcess",
     "Service",
     "Sink",
@@ -41,6 +45,7 @@ __all__ = [
     "Target",
     "TargetError",
     "TargetOption",
+    "Unreachable",
     "Variant",
     "mode_variants",
     "secret_env_name",

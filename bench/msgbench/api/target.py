@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 if TYPE_CHECKING:  # variants.py builds on this module's types
     from msgbench.api.variants import Variant
 
+from msgbench.api.faults import FaultPlan
+
 JSON = Any
 """A value that survives ``json.dumps`` / ``json.loads`` unchanged."""
 
@@ -341,6 +343,9 @@ class Target(abc.ABC):
     options: ClassVar[tuple[TargetOption, ...]] = ()
     patterns: ClassVar[frozenset[Pattern]] = frozenset({Pattern.BROADCAST})
     """The patterns this target carries (see the module docstring)."""
+    faults: ClassVar[FaultPlan] = FaultPlan()
+    """How the shared fault suite may break it (see :mod:`msgbench.api.faults`); the default
+    kills a responder of an ``rpc`` target and nothing else."""
 
     def check(self) -> Availability:
         """Say whether this target can run here (servers installed, ...)."""

@@ -29,6 +29,7 @@ from typing import Any
 from msgbench.api import (
     JSON,
     Client,
+    FaultPlan,
     Pattern,
     Publisher,
     QueueDepth,
@@ -208,6 +209,9 @@ class InprocTarget(Target):
                    "member of a group, or to a responder and back")
     colocated = True
     patterns = frozenset({Pattern.BROADCAST, Pattern.TASKS, Pattern.RPC})
+    faults = FaultPlan(responder_runs=())
+    """No server to break; its one worker carries every client, so killing it (the
+    driver's own fault, tests/test_faults.py) leaves no responder to answer."""
 
     def client(self, endpoint: Mapping[str, JSON], options: Mapping[str, JSON]) -> Client:
         """A fresh hub for this worker (all clients live in it)."""

@@ -25,6 +25,7 @@ from typing import Any
 
 from pamqp import commands
 
+from msgbench.api.faults import FaultPlan, Login, ServerFault, Unreachable
 from msgbench.api.target import (
     JSON,
     Availability,
@@ -190,6 +191,13 @@ class RabbitTarget(Target):
     description = ("AMQP 0-9-1 broker: a fanout (or topic) exchange, a queue per subscriber, "
                    "transient or --durable; a work queue per group; RPC with direct reply-to")
     patterns = frozenset({Pattern.BROADCAST, Pattern.TASKS, Pattern.RPC})
+    faults = FaultPlan(
+        Unreachable(("--amqp-url", "amqp://127.0.0.1:{port}/"), "cannot reach RabbitMQ"),
+        # the session may share one node for runs that do not kill it (each takes seconds)
+        Login("--amqp-url", private_broker, "refused the login", env=URL_ENV, reuse=True),
+        (ServerFault("rabbitmq", "beam.smp", "rabbitmq-server"),),
+        # a responder busy with its work holds unacked requests when it dies: requeued
+        responder_runs=(("--work", "fixed:2ms"),), needs=("rabbitmq-server",))
     options = (
         TargetOption("--amqp-url", "Use this broker (amqp://user:pass@host:port/vhost, "
                      "amqps:// for TLS) instead of starting a private rabbitmq-server; or set "

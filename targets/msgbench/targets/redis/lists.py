@@ -55,6 +55,7 @@ from msgbench.kit.resp import (
     command_head,
     pipeline,
 )
+from msgbench.targets.redis.faults import redis_faults
 from msgbench.targets.redis.gauge import Gauge
 from msgbench.targets.redis.pubsub import PipelinedPublisher, RedisTarget
 from msgbench.targets.redis.queues import duration_ms, positive_int, split_marked
@@ -300,6 +301,7 @@ class RedisListTarget(Target):
     description = ("job queue on Redis lists: LPUSH, workers BRPOP (at most once) or BLMOVE "
                    "into a processing list with a reaper (reliable)")
     patterns = frozenset({Pattern.TASKS})
+    faults = redis_faults("tasks")
     options = (
         REDIS_URL_OPTION,
         TargetOption("--list-mode", "'brpop': LPUSH / BRPOP, at most once (a dead worker's "

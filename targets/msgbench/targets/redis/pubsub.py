@@ -58,6 +58,7 @@ from msgbench.kit.resp import (
     pipeline_block,
 )
 from msgbench.kit.resp_pubsub import PubSubConnection
+from msgbench.targets.redis.faults import redis_faults
 from msgbench.targets.redis.redis_py import PyClient
 from msgbench.targets.redis.watch import Watched, group_by_node
 
@@ -206,6 +207,7 @@ class RedisTarget(Target):
     """Redis pub/sub; see the module docstring."""
 
     name = "redis"
+    faults = redis_faults("broadcast")
     description = "central broker: Redis PUBLISH / SUBSCRIBE on a channel per topic"
     options = (
         REDIS_URL_OPTION,

@@ -42,6 +42,7 @@ from msgbench.kit.redis_cluster import RedisAddress, SlotMap, connect, deploy
 from msgbench.kit.redis_server import REDIS_URL_OPTION
 from msgbench.kit.resp import RespConnection, RespError, command
 from msgbench.kit.resp_pubsub import PubSubConnection
+from msgbench.targets.redis.faults import redis_faults
 from msgbench.targets.redis.pubsub import RedisTarget
 
 KEY_PREFIX = "msgbench:rpc:"
@@ -190,6 +191,7 @@ class RedisRpcTarget(Target):
     description = ("request/reply on Redis: requests on a list per topic, each reply pushed "
                    "to its requester's own list (the return address), or published")
     patterns = frozenset({Pattern.RPC})
+    faults = redis_faults("rpc")
     options = (
         REDIS_URL_OPTION,
         TargetOption("--rpc-reply", "Where replies go back: 'list' (the requester's own list, "

@@ -46,6 +46,7 @@ from msgbench.kit.resp import (
     RespError,
     command_head,
 )
+from msgbench.targets.redis.faults import redis_faults
 from msgbench.targets.redis.gauge import Gauge
 from msgbench.targets.redis.pubsub import PipelinedPublisher, RedisTarget
 from msgbench.targets.redis.stream_cursor import (
@@ -233,6 +234,7 @@ class RedisStreamsTarget(Target):
                    "XREADs from its own cursor and resumes after a disconnect; or a consumer "
                    "group shares it (XREADGROUP / XACK / XAUTOCLAIM)")
     patterns = frozenset({Pattern.BROADCAST, Pattern.TASKS})
+    faults = redis_faults("broadcast")
     options = (
         REDIS_URL_OPTION,
         TargetOption("--stream-maxlen", "Entries each stream keeps (XADD MAXLEN ~ N, "

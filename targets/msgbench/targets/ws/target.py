@@ -42,6 +42,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from msgbench.api.faults import FaultPlan, ServerFault, Unreachable
 from msgbench.api.target import (
     JSON,
     Availability,
@@ -72,6 +73,7 @@ SERVE_CHAT = (sys.executable, "-m", "msgbench.cli.serve_cmd", "chat")
 """``msgbench serve chat`` without loading every target first (a second faster to start)."""
 BRIDGES = ("none", "redis", "zmq")
 MAX_SERVERS = 32
+BRIDGED_REDIS = ("--servers", "2", "--bridge", "redis")
 """Chat servers one run may start: each is a Python process of about 45 MiB."""
 _WEBSOCKETS_VERSION = version("websockets")
 
@@ -84,6 +86,13 @@ class WsTarget(Target):
                    "--servers K --bridge redis|zmq shares rooms across servers; "
                    "request/reply frames answered by a room's responders")
     patterns = frozenset({Pattern.BROADCAST, Pattern.RPC})
+    faults = FaultPlan(
+        Unreachable(("--servers", "2", "--bridge", "redis", "--redis-url",
+                     "redis://127.0.0.1:{port}"), "cannot reach Redis"),
+        servers=(ServerFault("chat-server", SERVE_CHAT[2], "chat-server", BRIDGED_REDIS),
+                 ServerFault("bridge-redis", "redis-server", "redis-server", BRIDGED_REDIS)),
+        responder_runs=((), ("--servers", "2", "--bridge", "zmq", "--ws-placement", "cross")),
+        needs=("redis-server",))
     options = (
         TargetOption("--servers", "ws: chat servers (each its own process)", 1, kind="int"),
         TargetOption("--bridge", "ws: how chat servers share messages", "none",

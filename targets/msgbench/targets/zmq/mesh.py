@@ -5,15 +5,13 @@ PUSH/PULL pipeline, :mod:`.pipeline`, and the load-balancing broker, :mod:`.lbbr
 and :mod:`.brokered`; for ``--pattern rpc`` to :mod:`.rpc`: REQ/REP, DEALER/ROUTER, and
 through a ROUTER/DEALER broker.)
 
-Mesh: each publisher binds a PUB socket; each subscriber connects one SUB
-socket to every publisher and subscribes by topic prefix. No broker, no
-single point of failure. Proxy: publishers connect to the XSUB side of a
-forwarder running in its own process (:mod:`msgbench.targets.zmq.proxy`),
-subscribers to its XPUB side, so mesh and broker compare on one workload.
+Mesh: each publisher binds a PUB socket; each subscriber connects a SUB socket to every publisher,
+subscribing by topic prefix: no broker, no single point of failure. Proxy: publishers connect to
+the XSUB side of a forwarder in its own process (:mod:`msgbench.targets.zmq.proxy`), subscribers
+to its XPUB side, so mesh and broker compare on one workload.
 
-Framing: every message is one frame, ``len(topic) | topic | payload``. The
-length byte makes a prefix subscription exact: ``\\x02t1`` is not a prefix of
-``\\x03t10``, so a subscriber of ``t1`` never gets ``t10``.
+Framing: one frame per message, ``len(topic) | topic | payload``; the length byte makes a prefix
+subscription exact (``\\x02t1`` is not a prefix of ``\\x03t10``: ``t1`` never gets ``t10``).
 
 What ZeroMQ does and msgbench reports rather than hides:
 
@@ -61,6 +59,7 @@ from msgbench.api.target import (
 from msgbench.api.variants import mode_variants
 from msgbench.kit.zmq_watch import LinkWatch, readable
 from msgbench.targets.zmq import brokered, pipeline, rpc
+from msgbench.targets.zmq.faults import ZMQ_FAULTS
 from msgbench.targets.zmq.lbbroker import broker
 from msgbench.targets.zmq.proxy import forwarder
 from msgbench.targets.zmq.settings import (
@@ -313,6 +312,7 @@ class ZmqTarget(Target):
                    "or a load-balancing ROUTER broker; rpc: REQ/REP, DEALER/ROUTER, or through "
                    "a ROUTER/DEALER broker")
     patterns = frozenset({Pattern.BROADCAST, Pattern.TASKS, Pattern.RPC})
+    faults = ZMQ_FAULTS
     options = (
         TargetOption("--zmq-mode", "mesh: subscribers connect to every publisher; proxy: "
                      "everyone connects to an XSUB/XPUB forwarder process (both --pattern "
