@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from msgbench.api.target import JSON
 from msgbench.kit.redis_cluster import RedisAddress, SlotMap
@@ -68,7 +70,10 @@ def _client(addr: RedisAddress) -> redis.Redis:
                        password=addr.password, ssl=addr.tls,
                        ssl_cert_reqs="required" if addr.verify_tls else "none",
                        socket_timeout=SOCKET_TIMEOUT_S,
-                       socket_connect_timeout=SOCKET_TIMEOUT_S)
+                       socket_connect_timeout=SOCKET_TIMEOUT_S,
+                       # no retries: redis-py's default (3, with backoff) turned one timeout
+                       # at a stopped server into ~70 s, and the run hung that long at its end
+                       retry=Retry(NoBackoff(), 0))
 
 
 class Reaper:
