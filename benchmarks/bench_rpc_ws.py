@@ -49,8 +49,7 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 
 from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, wait_for_port
-from msgbench.kit.redis_server import private_server
-from msgbench.kit.urls import SECRET_ENV
+from msgbench.kit.redis_server import REDIS_URL_OPTION, private_server
 from msgbench.targets.ws.chat_rpc import REPLY, REQUEST
 from msgbench.targets.ws.target import SERVE_CHAT
 
@@ -79,7 +78,7 @@ def chat_servers(layout: str) -> Iterator[list[str]]:
         env: dict[str, str] = {}
         extra: list[list[str]] = [[] for _ in range(k)]
         if layout == "redis":
-            env[SECRET_ENV["--redis-url"]] = stack.enter_context(private_server()).url
+            env[str(REDIS_URL_OPTION.env)] = stack.enter_context(private_server()).url
         ports = [free_port() for _ in range(k)]
         if layout == "zmq":
             binds = [f"tcp://{LOOPBACK}:{free_port()}" for _ in range(k)]

@@ -20,6 +20,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from conftest import msgbench_argv
+from msgbench.api.registry import all_options, secret_options
+from msgbench.kit.amqp_server import PrivateBroker
 from msgbench.kit.redis_cluster import parse_url
 from msgbench.kit.redis_server import RedisServer, check_installed, private_server
 from msgbench.kit.urls import mask_url
@@ -76,6 +78,18 @@ def test_sweep_hands_passwords_to_runs_by_environment() -> None:
     assert env == {"MSGBENCH_REDIS_URL": url}
     args, env = secrets_to_env([f"--redis-url={url}"])
     assert args == [] and env == {"MSGBENCH_REDIS_URL": url}
+    amqp = f"amqp://u:{PASSWORD}@127.0.0.1:5672/"
+    args, env = secrets_to_env(["-t", "rabbitmq", f"--amqp-url={amqp}", "--durable"])
+    assert args == ["-t", "rabbitmq", "--durable"] and env == {"MSGBENCH_AMQP_URL": amqp}
+
+
+def test_every_option_that_takes_a_url_is_declared_secret() -> None:
+    # a URL may carry a password: an option taking one that is not declared secret would
+    # go on a sweep child's command line (the --amqp-url leak this guards against)
+    urls = {flag: opt for flag, opt in all_options().items() if flag.endswith("-url")}
+    assert {"--redis-url", "--amqp-url"} <= set(urls)
+    assert [f for f, opt in urls.items() if not opt.secret] == []
+    assert secret_options()["--amqp-url"] == "MSGBENCH_AMQP_URL"
 
 
 @pytest.fixture
@@ -162,3 +176,30 @@ def test_sweep_progress_line_is_masked() -> None:
 
     cell = Cell(f"redis --redis-url redis://:{PASSWORD}@{HOST}", 1, 2, 64, "1k", 1, "1s", "0s")
     assert "s3cr" not in cell.label() and "redis://:***@" in cell.label()
+
+
+def test_sweep_keeps_an_amqp_password_off_every_child_command_line(
+        tmp_path: Path, rabbit_broker: PrivateBroker) -> None:
+    """The sweep is given ``--amqp-url`` with the password; no process it starts (the
+    runs, their workers) shows it in its argv, and the run still reaches the broker."""
+    out = tmp_path / "sweep"
+    argv = msgbench_argv("sweep", "-t", "rabbitmq", "--subs", "1,2", "--rate", "500",
+                         "-d", "1s", "-w", "0s", "--out", str(out),
+                         "--amqp-url", rabbit_broker.url)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    while proc.poll() is None:
+        seen += _command_lines(proc.pid)[1:]  # [0] is the sweep the user typed
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr
+    runs = [c for c in seen if " run " in f" {c} "]
+    assert runs, "no run seen"
+    assert [c for c in seen if rabbit_broker.password in c] == []
+    docs = [json.loads(p.read_text()) for p in out.rglob("*.json")
+            if "schema_version" in p.read_text()]
+    assert len(docs) == 2 and all(d["summary"]["delivered"] == d["summary"]["expected"] > 0
+                                  for d in docs)
+    assert all(d["target"]["managed"] is False for d in docs), "a private broker was used"
+    for text in (stdout, stderr, *(json.dumps(d) for d in docs)):
+        assert rabbit_broker.password not in text

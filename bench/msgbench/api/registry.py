@@ -63,8 +63,8 @@ def all_options() -> dict[str, TargetOption]:
     """Every option any loadable target declares, by flag.
 
     Two targets may share a flag (``--redis-url``) only as the same kind of value with
-    the same choices, since ``msgbench run`` has one such option for all of them;
-    otherwise raises :class:`TargetError` naming both.
+    the same choices, bounds and secrecy, since ``msgbench run`` has one such option for
+    all of them; otherwise raises :class:`TargetError` naming both.
     """
     out: dict[str, tuple[str, TargetOption]] = {}
     for name in target_names():
@@ -76,7 +76,20 @@ def all_options() -> dict[str, TargetOption]:
             seen = out.get(opt.flag)
             if seen is None:
                 out[opt.flag] = (name, opt)
-            elif (seen[1].kind, seen[1].choices) != (opt.kind, opt.choices):
+            elif _shape(seen[1]) != _shape(opt):
                 raise TargetError(f"targets {seen[0]!r} and {name!r} both declare {opt.flag} "
-                                  "with different kinds of value; one of them must rename it")
+                                  "with different kinds of value (kind, choices, bounds or "
+                                  "secrecy); one of them must rename it")
     return {flag: opt for flag, (_, opt) in out.items()}
+
+
+def _shape(opt: TargetOption) -> tuple[object, ...]:
+    """What two declarations of one flag must agree on (help and default may differ)."""
+    return opt.kind, opt.choices, opt.min, opt.max, opt.secret
+
+
+def secret_options() -> dict[str, str]:
+    """The flags of every option declared ``secret``, each with the environment variable
+    that carries its value instead of a command line (``--amqp-url`` ->
+    ``MSGBENCH_AMQP_URL``): how sweeps and servers hand a password to a child process."""
+    return {flag: opt.env for flag, opt in all_options().items() if opt.env is not None}

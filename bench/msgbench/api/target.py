@@ -125,6 +125,22 @@ class TargetOption:
                               f"got {text!r}")
         return text
 
+    def value(self, options: Mapping[str, JSON]) -> JSON:
+        """This option's value in a run's ``options`` (``RunConfig.target_options``), checked
+        by :meth:`parse`; its default where the options do not hold it. Raises
+        :class:`TargetError` with one line naming the flag."""
+        given = options.get(self.key)
+        return self.parse(self.default if given is None else given)
+
+    def number(self, options: Mapping[str, JSON]) -> int:
+        """:meth:`value` of a whole-number option with a default: always an ``int``
+        within the declared bounds."""
+        if self.kind != "int" or not isinstance(self.default, int):
+            raise TypeError(f"{self.flag} is not a whole-number option with a default")
+        value = self.value(options)
+        assert isinstance(value, int)  # parse() of an "int" option returns one
+        return value
+
     def _whole(self, value: JSON) -> int:
         if isinstance(value, bool):
             raise TargetError(f"{self.flag} takes a whole number, got {value!r}")

@@ -13,13 +13,15 @@ import sys
 
 import click
 
-from msgbench.kit.urls import SECRET_ENV
+from msgbench.api.target import secret_env_name
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 MAX_SIZE = 1024**3
 """Largest --max-size / --max-client-buffer (the chat server's MAX_CLIENT_BUFFER; the
 server module is not imported before it is needed)."""
+REDIS_URL_ENV = secret_env_name("--redis-url")
+"""Where --redis-url may come from instead (the chat server's run passes it so)."""
 
 
 def _size(text: str) -> int:
@@ -63,9 +65,9 @@ def serve() -> None:
               help="TCP port for the page (/), the WebSocket (/ws) and /stats.")
 @click.option("--bridge", type=click.Choice(["none", "redis", "zmq"]), default="none",
               show_default=True, help="How several servers share messages.")
-@click.option("--redis-url", default=None, envvar=SECRET_ENV["--redis-url"],
+@click.option("--redis-url", default=None, envvar=REDIS_URL_ENV,
               help="Redis for --bridge redis (redis://[:password@]host:port); or set "
-                   f"{SECRET_ENV['--redis-url']}, which keeps a password out of `ps`.")
+                   f"{REDIS_URL_ENV}, which keeps a password out of `ps`.")
 @click.option("--zmq-bind", default=None,
               help="PUB endpoint of this server for --bridge zmq (tcp://127.0.0.1:PORT).")
 @click.option("--zmq-peer", "zmq_peers", multiple=True,

@@ -13,8 +13,7 @@ from typing import Any
 import click
 
 from msgbench.api.registry import all_options
-from msgbench.api.target import Target, TargetOption
-from msgbench.kit.urls import SECRET_ENV
+from msgbench.api.target import Target, TargetError, TargetOption
 from msgbench.workload.config import ConfigError
 
 
@@ -26,15 +25,19 @@ def declared_options() -> dict[str, TargetOption]:
 
 def click_option(opt: TargetOption) -> click.Option:
     """``opt`` as a ``msgbench run`` option; its default stays None so that a value the
-    user did not give can be told from one they did."""
-    kind: Any = click.Choice(opt.choices) if opt.choices else (int if opt.kind == "int" else str)
+    user did not give can be told from one they did. Its type, bounds and environment
+    variable are the declaration's: click refuses a bad value in one line."""
     if opt.kind == "flag":
         return click.Option([opt.flag], is_flag=True, default=None, help=opt.help)
+    kind: Any = str
+    if opt.choices:
+        kind = click.Choice(opt.choices)
+    elif opt.kind == "int":
+        kind = click.IntRange(opt.min, opt.max)
     # an option that may hold a password can come from the environment instead: a command
     # line is visible to every user of the machine
-    envvar = SECRET_ENV.get(opt.flag)
-    help_text = f"{opt.help} (or set {envvar})" if envvar else opt.help
-    return click.Option([opt.flag], type=kind, default=None, help=help_text, envvar=envvar)
+    help_text = f"{opt.help} (or set {opt.env})" if opt.env else opt.help
+    return click.Option([opt.flag], type=kind, default=None, help=help_text, envvar=opt.env)
 
 
 def option_values(target: Target, target_name: str, params: Mapping[str, Any],
@@ -51,7 +54,10 @@ def option_values(target: Target, target_name: str, params: Mapping[str, Any],
     for flag, opt in extra.items():
         value = params.get(opt.key)
         if flag in own:
-            options[opt.key] = own[flag].default if value is None else value
+            try:
+                options[opt.key] = own[flag].value({opt.key: value})
+            except TargetError as exc:
+                raise ConfigError(str(exc)) from None
         elif value is not None and opt.key not in from_env:
             raise ConfigError(f"{flag} does not apply to target {target_name!r}")
     return options

@@ -30,7 +30,7 @@ INSTALL_HINT = (
 )
 REDIS_URL_OPTION = TargetOption(
     "--redis-url", "Use this Redis (redis://[:password@]host:port/db, rediss:// for TLS) "
-    "instead of starting a private redis-server.")
+    "instead of starting a private redis-server.", secret=True)
 """The one ``--redis-url`` every Redis-backed target declares (same flag, same meaning)."""
 # Settings that shape a benchmark's outcome, recorded in every result.
 RECORDED_SETTINGS = ("client-output-buffer-limit", "io-threads", "maxmemory", "appendonly",

@@ -10,7 +10,7 @@ text): masking too much of a message is a small price, leaking a password is not
 
 Passwords are also kept off command lines (visible in ``ps`` to every user): a
 process that needs a URL with a password gets it through the environment, under
-the names in :data:`SECRET_ENV`.
+the name its option's declaration gives (``TargetOption(..., secret=True).env``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,6 @@ from __future__ import annotations
 import re
 
 MASK = "***"
-SECRET_ENV = {"--redis-url": "MSGBENCH_REDIS_URL"}
-"""Options whose value may hold a password, and the environment variable each can be
-given by instead (``msgbench run``, ``msgbench serve chat``): the way msgbench passes
-them to its own child processes."""
 
 _SCHEME = re.compile(r"(?:^|(?<=[\s'\"=(<\[,]))[A-Za-z][A-Za-z0-9+.\-]*://")
 """Where a URL starts: a scheme at the start of the text or after a space, quote, ``=``,

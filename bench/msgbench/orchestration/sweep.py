@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from msgbench.analysis.report import Row
-from msgbench.kit.urls import SECRET_ENV, mask_url
+from msgbench.api.registry import secret_options
+from msgbench.kit.urls import mask_url
 from msgbench.results.model import ResultError, RunResult, load
 from msgbench.workload.config import (
     DEFAULT_DRAIN_TIMEOUT_S,
@@ -313,22 +314,24 @@ class Runner:
 
 
 def secrets_to_env(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """``args`` without the options that may hold a password (``--redis-url URL`` or
-    ``--redis-url=URL``), and the environment that gives them to ``msgbench run``
-    instead: a command line is visible to every user of the machine (``ps``)."""
+    """``args`` without the options that may hold a password (every target option declared
+    ``secret``: ``--redis-url URL``, ``--amqp-url=URL``, ...), and the environment that gives
+    them to ``msgbench run`` instead: a command line is visible to every user of the
+    machine (``ps``)."""
+    secret = secret_options()
     out: list[str] = []
     env: dict[str, str] = {}
     it = iter(args)
     for a in it:
         flag, eq, value = a.partition("=")
-        if flag in SECRET_ENV and flag.startswith("--"):
+        if flag in secret and flag.startswith("--"):
             if not eq:
                 nxt = next(it, None)
                 if nxt is None:
                     out.append(a)  # let the run say the value is missing
                     break
                 value = nxt
-            env[SECRET_ENV[flag]] = value
+            env[secret[flag]] = value
             continue
         out.append(a)
     return out, env

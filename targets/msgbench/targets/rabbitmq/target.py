@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import os
 import re
 import secrets
 from collections.abc import Iterator, Mapping
@@ -37,6 +36,7 @@ from msgbench.api.target import (
     Target,
     TargetError,
     TargetOption,
+    secret_env_name,
 )
 from msgbench.kit.amqp_server import check_installed, private_broker, server_script
 from msgbench.targets.rabbitmq.client import endpoint_url
@@ -58,8 +58,44 @@ _ACK_RE = re.compile(r"^(auto|each|multi(?::(\d+))?)$")
 CLEANUP_TIMEOUT_S = 5.0
 RPC_SIZE_MAX = FRAME_MAX - 8
 """A responder reads a request's return address from one-frame deliveries only."""
-URL_ENV = "MSGBENCH_AMQP_URL"
+PREFETCH_MAX = 65_535
+"""Basic.Qos prefetch-count is a 16-bit field."""
+AMQP_URL = TargetOption(
+    "--amqp-url", "Use this broker (amqp://user:pass@host:port/vhost, amqps:// for TLS) "
+    "instead of starting a private rabbitmq-server.", secret=True)
+URL_ENV = secret_env_name(AMQP_URL.flag)
 """Where ``--amqp-url`` may come from instead: keeps a password off the command line."""
+CLIENT = TargetOption("--amqp-client", "Client path: 'fast' (blocks of frames per write, "
+                      "deliveries parsed per read: measures RabbitMQ) or 'aio-pika' (what an "
+                      "aio-pika app sees).", default="fast", choices=CLIENTS)
+EXCHANGE = TargetOption("--amqp-exchange", "fanout: an exchange per topic; topic: one topic "
+                        "exchange, the topic as routing key.", default="fanout",
+                        choices=EXCHANGE_KINDS)
+DURABLE = TargetOption("--durable", "rabbitmq: a named durable queue per subscriber that keeps "
+                       "collecting while it is away (durable subscriber); else exclusive, "
+                       "auto-delete queues.", default=False, kind="flag")
+CONFIRM_WINDOW = TargetOption("--confirm-window", "rabbitmq: publisher confirms with at most N "
+                              "publishes unconfirmed; 0 = no confirms.", default=0, kind="int",
+                              min=0)
+PERSISTENT = TargetOption("--persistent", "rabbitmq: persistent messages (delivery mode 2; "
+                          "written to disk by durable queues).", default=False, kind="flag")
+QUORUM = TargetOption("--quorum", "rabbitmq: quorum queues (with --durable).", default=False,
+                      kind="flag")
+PREFETCH = TargetOption("--amqp-prefetch", "Basic.Qos prefetch count of every consumer "
+                        "(0 = unlimited).", default=DEFAULT_PREFETCH, kind="int", min=0,
+                        max=PREFETCH_MAX)
+ACK = TargetOption("--amqp-ack", "auto (no acks: at most once), each, or multi:N (one "
+                   "multiple-ack per N deliveries, N <= prefetch; tasks: also after an idle "
+                   "gap).", default=DEFAULT_ACK)
+NACK_EVERY = TargetOption("--amqp-nack-every", "rabbitmq tasks: nack (requeue) every K-th fresh "
+                          "task instead of doing it, so the broker redelivers it; 0 = none.",
+                          default=0, kind="int", min=0)
+REPLY = TargetOption("--amqp-reply", "rabbitmq rpc: replies by direct reply-to "
+                     "(amq.rabbitmq.reply-to) or to a reply queue per requester.",
+                     default="direct", choices=REPLY_MODES)
+MAX_LENGTH = TargetOption("--amqp-max-length", "x-max-length of every subscriber queue: beyond "
+                          "it the oldest messages are dropped (and counted lost); 0 = unbounded.",
+                          default=0, kind="int", min=0)
 
 
 def parse_ack(text: str, prefetch: int) -> tuple[str, int]:
@@ -79,47 +115,29 @@ def parse_ack(text: str, prefetch: int) -> tuple[str, int]:
     return mode, every
 
 
-def _int(options: Mapping[str, JSON], key: str, flag: str, default: int) -> int:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise TargetError(f"{flag} takes a whole number, got {value!r}") from None
-    if n < 0:
-        raise TargetError(f"{flag} must be 0 or more")
-    return n
-
-
 def layout_of(options: Mapping[str, JSON], topics: tuple[str, ...], run_id: str) -> Layout:
     """The run's :class:`Layout` from the target options (validated)."""
-    prefetch = _int(options, "amqp_prefetch", "--amqp-prefetch", DEFAULT_PREFETCH)
-    ack, every = parse_ack(str(options.get("amqp_ack") or DEFAULT_ACK), prefetch)
-    kind = str(options.get("amqp_exchange") or "fanout")
-    if kind not in EXCHANGE_KINDS:
-        raise TargetError(f"--amqp-exchange must be one of {', '.join(EXCHANGE_KINDS)}")
-    durable, quorum = bool(options.get("durable")), bool(options.get("quorum"))
+    prefetch = PREFETCH.number(options)
+    ack, every = parse_ack(str(ACK.value(options)), prefetch)
+    durable, quorum = bool(DURABLE.value(options)), bool(QUORUM.value(options))
     if quorum and not durable:
         raise TargetError("--quorum queues are durable, named queues: add --durable")
-    nack_every = _int(options, "amqp_nack_every", "--amqp-nack-every", 0)
+    nack_every = NACK_EVERY.number(options)
     if nack_every == 1:
         raise TargetError("--amqp-nack-every 1 would nack every task for ever: use 0 (none) "
                           "or 2 or more")
     if nack_every and ack == "auto":
         raise TargetError("--amqp-nack-every needs acks (--amqp-ack each or multi:N): with "
                           "auto there is nothing to nack")
-    reply = str(options.get("amqp_reply") or "direct")
-    if reply not in REPLY_MODES:
-        raise TargetError(f"--amqp-reply must be one of {', '.join(REPLY_MODES)}")
-    return Layout(run_id, topics, kind, durable, quorum, bool(options.get("persistent")),
-                  _int(options, "confirm_window", "--confirm-window", 0), prefetch, ack, every,
-                  _int(options, "amqp_max_length", "--amqp-max-length", 0), nack_every, reply)
+    return Layout(run_id, topics, str(EXCHANGE.value(options)), durable, quorum,
+                  bool(PERSISTENT.value(options)), CONFIRM_WINDOW.number(options), prefetch,
+                  ack, every, MAX_LENGTH.number(options), nack_every, str(REPLY.value(options)))
 
 
 def given_url(options: Mapping[str, JSON]) -> str | None:
-    """``--amqp-url``, else ``$MSGBENCH_AMQP_URL``, else None (start a private broker)."""
-    return str(options.get("amqp_url") or os.environ.get(URL_ENV) or "") or None
+    """``--amqp-url`` (given on the command line or by ``$MSGBENCH_AMQP_URL``, which the
+    CLI reads), else None: start a private broker."""
+    return str(AMQP_URL.value(options) or "") or None
 
 
 def _url(text: str) -> AmqpUrl:
@@ -198,40 +216,8 @@ class RabbitTarget(Target):
         (ServerFault("rabbitmq", "beam.smp", "rabbitmq-server"),),
         # a responder busy with its work holds unacked requests when it dies: requeued
         responder_runs=(("--work", "fixed:2ms"),), needs=("rabbitmq-server",))
-    options = (
-        TargetOption("--amqp-url", "Use this broker (amqp://user:pass@host:port/vhost, "
-                     "amqps:// for TLS) instead of starting a private rabbitmq-server; or set "
-                     f"{URL_ENV} (keeps the password off the command line)."),
-        TargetOption("--amqp-client", "Client path: 'fast' (blocks of frames per write, "
-                     "deliveries parsed per read: measures RabbitMQ) or 'aio-pika' (what an "
-                     "aio-pika app sees).", default="fast", choices=CLIENTS),
-        TargetOption("--amqp-exchange", "fanout: an exchange per topic; topic: one topic "
-                     "exchange, the topic as routing key.", default="fanout",
-                     choices=EXCHANGE_KINDS),
-        TargetOption("--durable", "rabbitmq: a named durable queue per subscriber that keeps "
-                     "collecting while it is away (durable subscriber); else exclusive, "
-                     "auto-delete queues.", default=False, kind="flag"),
-        TargetOption("--confirm-window", "rabbitmq: publisher confirms with at most N "
-                     "publishes unconfirmed; 0 = no confirms.", default=0, kind="int"),
-        TargetOption("--persistent", "rabbitmq: persistent messages (delivery mode 2; "
-                     "written to disk by durable queues).", default=False, kind="flag"),
-        TargetOption("--quorum", "rabbitmq: quorum queues (with --durable).", default=False,
-                     kind="flag"),
-        TargetOption("--amqp-prefetch", "Basic.Qos prefetch count of every consumer "
-                     "(0 = unlimited).", default=DEFAULT_PREFETCH, kind="int"),
-        TargetOption("--amqp-ack", "auto (no acks: at most once), each, or multi:N (one "
-                     "multiple-ack per N deliveries, N <= prefetch; tasks: also after an idle "
-                     "gap).", default=DEFAULT_ACK),
-        TargetOption("--amqp-nack-every", "rabbitmq tasks: nack (requeue) every K-th fresh task "
-                     "instead of doing it, so the broker redelivers it; 0 = none.", default=0,
-                     kind="int"),
-        TargetOption("--amqp-reply", "rabbitmq rpc: replies by direct reply-to "
-                     "(amq.rabbitmq.reply-to) or to a reply queue per requester.",
-                     default="direct", choices=REPLY_MODES),
-        TargetOption("--amqp-max-length", "x-max-length of every subscriber queue: beyond it "
-                     "the oldest messages are dropped (and counted lost); 0 = unbounded.",
-                     default=0, kind="int"),
-    )
+    options = (AMQP_URL, CLIENT, EXCHANGE, DURABLE, CONFIRM_WINDOW, PERSISTENT, QUORUM,
+               PREFETCH, ACK, NACK_EVERY, REPLY, MAX_LENGTH)
 
     def check(self) -> Availability:
         """Ready when rabbitmq-server is installed; a --amqp-url broker needs nothing local."""

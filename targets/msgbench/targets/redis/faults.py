@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import redis
 
 from msgbench.api.faults import FaultPlan, Login, ServerFault, Unreachable
-from msgbench.kit.redis_server import private_server
-from msgbench.kit.urls import SECRET_ENV
+from msgbench.kit.redis_server import REDIS_URL_OPTION, private_server
 
-URL_OPTION = "--redis-url"
+URL_OPTION = REDIS_URL_OPTION.flag
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ def redis_faults(pattern: str) -> FaultPlan:
     run = ("--pattern", pattern)
     return FaultPlan(
         Unreachable((*run, URL_OPTION, "redis://127.0.0.1:{port}"), "cannot reach Redis"),
-        Login(URL_OPTION, protected_server, "refused the password", env=SECRET_ENV[URL_OPTION],
+        Login(URL_OPTION, protected_server, "refused the password", env=REDIS_URL_OPTION.env,
               args=run),
         (ServerFault("redis-server", "redis-server", "redis-server", pattern=pattern),),
         needs=("redis-server",))

@@ -58,7 +58,7 @@ from msgbench.kit.resp import (
 from msgbench.targets.redis.faults import redis_faults
 from msgbench.targets.redis.gauge import Gauge
 from msgbench.targets.redis.pubsub import PipelinedPublisher, RedisTarget
-from msgbench.targets.redis.queues import duration_ms, positive_int, split_marked
+from msgbench.targets.redis.queues import duration_ms, split_marked
 from msgbench.targets.redis.reaper import (
     Reaper,
     consumers_key,
@@ -285,11 +285,20 @@ class _Leased(Subscription):
         await self.worker.close()
 
 
+LIST_MODE = TargetOption("--list-mode", "'brpop': LPUSH / BRPOP, at most once (a dead "
+                         "worker's tasks are lost); 'blmove': BLMOVE into a per-worker "
+                         "processing list, LREM after the work, a reaper re-queues a dead "
+                         "worker's list.", default=MODES[0], choices=MODES)
+LIST_COUNT = TargetOption("--list-count", "Tasks a worker takes at once (its prefetch).",
+                          default=DEFAULT_COUNT, kind="int", min=1)
+LIST_REAP_AFTER = TargetOption("--list-reap-after", "blmove: a worker's lease; once it lapses "
+                               "the reaper puts the worker's processing list back on the "
+                               "queue.", default=DEFAULT_REAP_AFTER)
+
+
 def _options(options: Mapping[str, JSON]) -> tuple[str, int, int]:
-    mode = str(options.get("list_mode") or MODES[0])
-    if mode not in MODES:
-        raise TargetError(f"--list-mode must be one of {', '.join(MODES)}")
-    count = positive_int(options, "list_count", "--list-count", DEFAULT_COUNT)
+    mode = str(LIST_MODE.value(options))
+    count = LIST_COUNT.number(options)
     reap = duration_ms(options, "list_reap_after", "--list-reap-after", DEFAULT_REAP_AFTER)
     return mode, count, reap
 
@@ -304,15 +313,9 @@ class RedisListTarget(Target):
     faults = redis_faults("tasks")
     options = (
         REDIS_URL_OPTION,
-        TargetOption("--list-mode", "'brpop': LPUSH / BRPOP, at most once (a dead worker's "
-                     "tasks are lost); 'blmove': BLMOVE into a per-worker processing list, "
-                     "LREM after the work, a reaper re-queues a dead worker's list.",
-                     default=MODES[0], choices=MODES),
-        TargetOption("--list-count", "Tasks a worker takes at once (its prefetch).",
-                     default=DEFAULT_COUNT, kind="int"),
-        TargetOption("--list-reap-after", "blmove: a worker's lease; once it lapses the "
-                     "reaper puts the worker's processing list back on the queue.",
-                     default=DEFAULT_REAP_AFTER),
+        LIST_MODE,
+        LIST_COUNT,
+        LIST_REAP_AFTER,
     )
 
     variants = mode_variants(options, "--list-mode")

@@ -36,20 +36,6 @@ def duration_ms(options: Mapping[str, JSON], key: str, flag: str, default: str) 
     return ms
 
 
-def positive_int(options: Mapping[str, JSON], key: str, flag: str, default: int) -> int:
-    """``options[key]`` as a whole number >= 1; raises :class:`TargetError` with one line."""
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise TargetError(f"{flag} takes a whole number, got {value!r}") from None
-    if n < 1:
-        raise TargetError(f"{flag} must be at least 1")
-    return n
-
-
 def split_marked(items: list[bytes]) -> list[tuple[list[bytes], bool]]:
     """Cut ``items`` into runs of (payloads, redelivered), in order, marks removed."""
     runs: list[tuple[list[bytes], bool]] = []

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from msgbench.api.target import JSON, Sink, Subscription, TargetError, TargetOption
+from msgbench.api.target import JSON, Sink, Subscription, TargetOption
 from msgbench.kit.redis_cluster import SlotMap, connect
 from msgbench.kit.resp import (
     REPLY_TIMEOUT_S,
@@ -31,7 +31,7 @@ from msgbench.kit.resp import (
     command_head,
     pipeline,
 )
-from msgbench.targets.redis.queues import duration_ms, positive_int
+from msgbench.targets.redis.queues import duration_ms
 
 ACKS = ("batch", "each")
 DEFAULT_COUNT = 10
@@ -61,11 +61,14 @@ class GroupSettings:
         return max(1, min(MAX_BLOCK_MS, round(self.claim_period_s * 1000)))
 
 
+GROUP_COUNT = TargetOption("--group-count", "tasks: entries a group member reads at once "
+                           "(XREADGROUP COUNT, its prefetch).", default=DEFAULT_COUNT,
+                           kind="int", min=1)
+GROUP_ACK = TargetOption("--group-ack", "tasks: 'batch' (one XACK per read) or 'each' (one "
+                         "XACK per entry).", default=ACKS[0], choices=ACKS)
 GROUP_OPTIONS = (
-    TargetOption("--group-count", "tasks: entries a group member reads at once "
-                 "(XREADGROUP COUNT, its prefetch).", default=DEFAULT_COUNT, kind="int"),
-    TargetOption("--group-ack", "tasks: 'batch' (one XACK per read) or 'each' (one XACK "
-                 "per entry).", default=ACKS[0], choices=ACKS),
+    GROUP_COUNT,
+    GROUP_ACK,
     TargetOption("--claim-idle", "tasks: members XAUTOCLAIM entries pending longer than "
                  "this (a dead or stalled member's) and deliver them again.",
                  default=DEFAULT_CLAIM_IDLE),
@@ -74,12 +77,9 @@ GROUP_OPTIONS = (
 
 def group_settings(options: Mapping[str, JSON]) -> GroupSettings:
     """The group options of a run; raises :class:`TargetError` with one line."""
-    ack = str(options.get("group_ack") or ACKS[0])
-    if ack not in ACKS:
-        raise TargetError(f"--group-ack must be one of {', '.join(ACKS)}")
     return GroupSettings(
-        count=positive_int(options, "group_count", "--group-count", DEFAULT_COUNT),
-        ack_each=ack == "each",
+        count=GROUP_COUNT.number(options),
+        ack_each=GROUP_ACK.value(options) == "each",
         claim_idle_ms=duration_ms(options, "claim_idle", "--claim-idle", DEFAULT_CLAIM_IDLE),
     )
 

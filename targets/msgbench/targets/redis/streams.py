@@ -36,7 +36,6 @@ from msgbench.api.target import (
     Sink,
     Subscription,
     Target,
-    TargetError,
     TargetOption,
 )
 from msgbench.kit.redis_cluster import SlotMap, address, connect, deploy
@@ -213,17 +212,9 @@ class StreamsClient(Client):
             cursor[k] = Mark(f[b"last-generated-id"], added if isinstance(added, int) else None)
 
 
-def _maxlen(options: Mapping[str, JSON]) -> int:
-    value = options.get("stream_maxlen")
-    if value is None:
-        return DEFAULT_MAXLEN
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise TargetError(f"--stream-maxlen takes a whole number, got {value!r}") from None
-    if not 1 <= n <= MAX_MAXLEN:
-        raise TargetError(f"--stream-maxlen must be from 1 to {MAX_MAXLEN}, got {n}")
-    return n
+STREAM_MAXLEN = TargetOption("--stream-maxlen", "Entries each stream keeps (XADD MAXLEN ~ N, "
+                             "approximate): a subscriber further behind loses entries.",
+                             default=DEFAULT_MAXLEN, kind="int", min=1, max=MAX_MAXLEN)
 
 
 class RedisStreamsTarget(Target):
@@ -237,9 +228,7 @@ class RedisStreamsTarget(Target):
     faults = redis_faults("broadcast")
     options = (
         REDIS_URL_OPTION,
-        TargetOption("--stream-maxlen", "Entries each stream keeps (XADD MAXLEN ~ N, "
-                     "approximate): a subscriber further behind loses entries.",
-                     default=DEFAULT_MAXLEN, kind="int"),
+        STREAM_MAXLEN,
         *GROUP_OPTIONS,
     )
 
@@ -252,13 +241,13 @@ class RedisStreamsTarget(Target):
         url = options.get("redis_url")
         if url:
             address(url)
-        _maxlen(options)
+        STREAM_MAXLEN.number(options)
         group_settings(options)
 
     @contextlib.contextmanager
     def serve(self, spec: ServeSpec) -> Iterator[Endpoint]:
         """A private redis-server, or the user's (a cluster's nodes are routed to by key)."""
-        maxlen = _maxlen(spec.options)
+        maxlen = STREAM_MAXLEN.number(spec.options)
         groups = group_settings(spec.options)
         with deploy(spec.options.get("redis_url")) as dep:
             info: dict[str, JSON] = {

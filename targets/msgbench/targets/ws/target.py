@@ -54,11 +54,12 @@ from msgbench.api.target import (
     Target,
     TargetError,
     TargetOption,
+    secret_env_name,
 )
 from msgbench.api.variants import Variant
 from msgbench.kit import redis_server
 from msgbench.kit.procs import LOOPBACK, free_port, spawn_server, stop_process, wait_for_port
-from msgbench.kit.urls import SECRET_ENV
+from msgbench.kit.redis_server import REDIS_URL_OPTION
 from msgbench.targets.ws.chat_server import (
     DEFAULT_MAX_CLIENT_BUFFER,
     DEFAULT_MAX_SIZE,
@@ -73,9 +74,14 @@ SERVE_CHAT = (sys.executable, "-m", "msgbench.cli.serve_cmd", "chat")
 """``msgbench serve chat`` without loading every target first (a second faster to start)."""
 BRIDGES = ("none", "redis", "zmq")
 MAX_SERVERS = 32
-BRIDGED_REDIS = ("--servers", "2", "--bridge", "redis")
 """Chat servers one run may start: each is a Python process of about 45 MiB."""
+BRIDGED_REDIS = ("--servers", "2", "--bridge", "redis")
 _WEBSOCKETS_VERSION = version("websockets")
+SERVERS = TargetOption("--servers", "ws: chat servers (each its own process)", 1, kind="int",
+                       min=1, max=MAX_SERVERS)
+MAX_CLIENT_BUFFER_OPTION = TargetOption(
+    "--max-client-buffer", "ws: bytes waiting for a client before the server disconnects it",
+    DEFAULT_MAX_CLIENT_BUFFER, kind="int", min=1, max=MAX_CLIENT_BUFFER)
 
 
 class WsTarget(Target):
@@ -94,16 +100,14 @@ class WsTarget(Target):
         responder_runs=((), ("--servers", "2", "--bridge", "zmq", "--ws-placement", "cross")),
         needs=("redis-server",))
     options = (
-        TargetOption("--servers", "ws: chat servers (each its own process)", 1, kind="int"),
+        SERVERS,
         TargetOption("--bridge", "ws: how chat servers share messages", "none",
                      choices=BRIDGES),
-        TargetOption("--redis-url", "use this Redis instead of starting a private redis-server",
-                     None),
+        REDIS_URL_OPTION,
         TargetOption("--ws-placement", "ws: spread (pub i -> server i mod K, sub j -> "
                      "(j+1) mod K) or cross (pubs on server 0, subs on the others)",
                      "spread", choices=PLACEMENTS),
-        TargetOption("--max-client-buffer", "ws: bytes waiting for a client before the "
-                     "server disconnects it", DEFAULT_MAX_CLIENT_BUFFER, kind="int"),
+        MAX_CLIENT_BUFFER_OPTION,
     )
 
     variants = (
@@ -122,16 +126,12 @@ class WsTarget(Target):
         """Reject server counts, bridges and placements that cannot work."""
         k = _servers(options)
         bridge = options.get("bridge") or "none"
-        if not 1 <= k <= MAX_SERVERS:
-            raise TargetError(f"--servers must be from 1 to {MAX_SERVERS}, got {k}")
         if k > 1 and bridge == "none":
             raise TargetError(f"--servers {k} needs --bridge redis or zmq: unbridged chat "
                               "servers do not share messages")
         if options.get("ws_placement") == "cross" and k < 2:
             raise TargetError("--ws-placement cross needs --servers 2 or more")
-        buffer = options.get("max_client_buffer")
-        if buffer is not None and not 1 <= int(buffer) <= MAX_CLIENT_BUFFER:
-            raise TargetError(f"--max-client-buffer must be from 1 to {MAX_CLIENT_BUFFER} bytes")
+        MAX_CLIENT_BUFFER_OPTION.number(options)
         if options.get("redis_url") and bridge != "redis":
             raise TargetError("--redis-url applies to --bridge redis only")
         if bridge == "redis" and not options.get("redis_url"):
@@ -145,7 +145,7 @@ class WsTarget(Target):
         opts = spec.options
         k = _servers(opts)
         bridge = str(opts.get("bridge") or "none")
-        buffer = int(opts.get("max_client_buffer") or DEFAULT_MAX_CLIENT_BUFFER)
+        buffer = MAX_CLIENT_BUFFER_OPTION.number(opts)
         info: dict[str, Any] = {
             "servers": k, "bridge": bridge, "placement": opts.get("ws_placement") or "spread",
             "websockets": _WEBSOCKETS_VERSION, "max_client_buffer": buffer,
@@ -168,7 +168,7 @@ class WsTarget(Target):
                     procs.append(ServerProcess("redis-server", srv.pid))
                     info["redis_version"], info["redis_settings"] = srv.version, srv.settings
                 # by environment, not argv: a password there is visible to every user (ps)
-                env[SECRET_ENV["--redis-url"]] = str(url)
+                env[secret_env_name(REDIS_URL_OPTION.flag)] = str(url)
             ports = _distinct_ports(2 * k if bridge == "zmq" else k)
             if bridge == "zmq":
                 binds = [f"tcp://{LOOPBACK}:{p}" for p in ports[k:]]
@@ -212,8 +212,7 @@ FRAME_SLACK = 1024
 
 
 def _servers(options: Mapping[str, JSON]) -> int:
-    value = options.get("servers")
-    return 1 if value is None else int(value)
+    return SERVERS.number(options)
 
 
 def _distinct_ports(n: int) -> list[int]:
