@@ -390,7 +390,7 @@ class Coordinator:
     def _shutdown(self) -> None:
         """Stop every worker (see :meth:`WorkerPool.shutdown`), measuring them first."""
         self.meter.sample()
-        self.reasons.extend(self.pool.shutdown(self._handle))
+        self.reasons.extend(self.pool.shutdown(self._handle, hurry=self.failed))
         if any(not w.done and w.spec.subs for w in self.pool.workers):
             self.failed = True  # the note says whose figures are missing
 

@@ -24,6 +24,8 @@ from msgbench.run.worker import WorkerSpec, worker_main
 WORKER_SILENCE_S = 5.0
 STOP_TIMEOUT_S = 5.0
 JOIN_TIMEOUT_S = 2.0
+HURRY_JOIN_S = 0.3
+"""How long a failed run waits for a worker that sent its Done to exit by itself."""
 POLL_S = 0.05
 
 
@@ -140,10 +142,13 @@ class WorkerPool:
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         return f"{w.spec.describe()} exited unexpectedly ({how})"
 
-    def shutdown(self, handle: Handler) -> list[str]:
+    def shutdown(self, handle: Handler, hurry: bool = False) -> list[str]:
         """Ask every worker to stop, wait for its Done, then terminate and kill what is left.
 
-        Returns notes for the result (workers that had to be killed).
+        A worker that sent its Done is given time to close its connections, :data:`
+        JOIN_TIMEOUT_S` for all of them; with ``hurry`` (the run failed: its server may be
+        stopped, and no close would be answered) only :data:`HURRY_JOIN_S`, since nothing
+        measured is left in it. Returns notes for the result (workers that had to be killed).
         """
         notes = []
         for w in self.workers:
@@ -158,8 +163,13 @@ class WorkerPool:
                     notes.append("some workers did not stop in time and were killed")
                     break
                 self.pump(POLL_S, handle, tolerate=True)
+        # one grace for all: a worker that sent its Done is closing its connections, and
+        # against a stopped server each would use its whole close timeout; waiting for the
+        # workers one after another made the user wait that long per worker
+        grace_end = time.monotonic() + (HURRY_JOIN_S if hurry else JOIN_TIMEOUT_S)
         for w in self.workers:
-            w.process.join(JOIN_TIMEOUT_S if w.done else 0)
+            w.process.join(max(0.0, grace_end - time.monotonic()) if w.done else 0)
+        for w in self.workers:
             if w.process.is_alive():
                 w.process.terminate()
                 w.process.join(JOIN_TIMEOUT_S)

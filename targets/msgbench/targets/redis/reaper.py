@@ -25,6 +25,7 @@ from redis.retry import Retry
 
 from msgbench.api.target import JSON
 from msgbench.kit.redis_cluster import RedisAddress, SlotMap
+from msgbench.targets.redis.queues import COUNT_TIMEOUT_S
 
 # LPOP takes the newest task of the processing list first and RPUSH puts it at the
 # consuming end, so the oldest one ends up nearest that end: order is kept.
@@ -65,12 +66,12 @@ def consumers_key(topic: str) -> str:
     return f"{queue_key(topic)}:consumers"
 
 
-def _client(addr: RedisAddress) -> redis.Redis:
+def _client(addr: RedisAddress, timeout_s: float = SOCKET_TIMEOUT_S) -> redis.Redis:
     return redis.Redis(host=addr.host, port=addr.port, db=addr.db, username=addr.username,
                        password=addr.password, ssl=addr.tls,
                        ssl_cert_reqs="required" if addr.verify_tls else "none",
-                       socket_timeout=SOCKET_TIMEOUT_S,
-                       socket_connect_timeout=SOCKET_TIMEOUT_S,
+                       socket_timeout=timeout_s,
+                       socket_connect_timeout=timeout_s,
                        # no retries: redis-py's default (3, with backoff) turned one timeout
                        # at a stopped server into ~70 s, and the run hung that long at its end
                        retry=Retry(NoBackoff(), 0))
@@ -138,10 +139,18 @@ class Reaper:
     def lengths(self) -> dict[str, int]:
         """Tasks left in the queues and in processing lists now (best effort)."""
         queued = held = 0
-        for topic in self.topics:
-            client = self._clients[self.slots.node_for(queue_key(topic))]
-            queued += int(client.llen(queue_key(topic)))
-            members: Any = client.smembers(consumers_key(topic))
-            for raw in members:
-                held += int(client.llen(processing_key(topic, raw.decode())))
+        clients: dict[int, redis.Redis] = {}
+        try:
+            for topic in self.topics:
+                node = self.slots.node_for(queue_key(topic))
+                if node not in clients:
+                    clients[node] = _client(self.slots.nodes[node], COUNT_TIMEOUT_S)
+                client = clients[node]
+                queued += int(client.llen(queue_key(topic)))
+                members: Any = client.smembers(consumers_key(topic))
+                for raw in members:
+                    held += int(client.llen(processing_key(topic, raw.decode())))
+        finally:
+            for client in clients.values():
+                client.close()
         return {"queued": queued, "in_processing_lists": held}

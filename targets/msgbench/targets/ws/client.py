@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -201,9 +201,21 @@ class _WsSubscription(Subscription):
             w.cancel()
         for conn, _ in self.conns:
             conn.sink = None  # closed means nothing more is delivered, answered or not
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT_S)
+        await close_all(conn for conn, _ in self.conns)
+
+
+async def close_all(conns: Iterable[ClientConnection]) -> None:
+    """Close every connection at once, each given :data:`CLOSE_TIMEOUT_S` for the close
+    handshake: a stopped server answers none, and one after another would hold a run's
+    end up for that long per connection."""
+
+    async def one(conn: ClientConnection) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT_S)
+        if isinstance(conn, _SubConnection):
             _abandon(conn)
+
+    await asyncio.gather(*(one(conn) for conn in conns))
 
 
 def _abandon(conn: _SubConnection) -> None:
@@ -242,9 +254,7 @@ class _WsPublisher(Publisher):
             await conn.drain()
 
     async def close(self) -> None:
-        for conn in self.conns.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT_S)
+        await close_all(self.conns.values())
 
 
 class WsClient(Client):

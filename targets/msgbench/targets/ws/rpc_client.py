@@ -25,6 +25,7 @@ from msgbench.targets.ws.client import (
     _abandon,
     _closed_reason,
     _SubConnection,
+    close_all,
     open_joined,
     server_for_pub,
     server_for_sub,
@@ -79,9 +80,7 @@ class _WsRequester(Requester):
             w.cancel()
         for conn in self.conns.values():
             conn.sink = None
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT_S)
-            _abandon(conn)
+        await close_all(self.conns.values())
 
 
 class _Inbox(Sink):
