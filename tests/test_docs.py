@@ -25,8 +25,8 @@ import pytest
 
 from msgbench.api.registry import load_target
 from msgbench.api.target import Pattern, TargetError
-from msgbench.cli.main import _build_config, _target_options
 from msgbench.cli.main import main as cli_group
+from msgbench.cli.run_cmd import build_config, target_options
 from msgbench.workload.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,7 +164,7 @@ def _check_run(params: dict[str, object]) -> None:
     that do not apply to the target, the pattern against the target's patterns, and the
     target's option check. Not whether its server is installed: that is the machine's, not
     the docs'."""
-    cfg = _build_config(dict(params), _target_options())
+    cfg = build_config(dict(params), target_options())
     cfg.validate()
     target = load_target(cfg.target)
     if Pattern(cfg.pattern) not in target.patterns:
