@@ -32,10 +32,6 @@ from msgbench.workload.config import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 COMMAND_LANGS = {"sh", "shell", "bash", "console"}
-PENDING_PAGES = {"docs/run-options.md", "docs/writing-a-target.md"}
-"""Pages other work adds (generated from the option declarations; the target author's guide).
-A link to one is accepted while it is absent; once it exists it is checked like any other."""
-
 FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*([\w+-]*)")
 LINK = re.compile(r"(?<!!)\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -258,8 +254,6 @@ def test_relative_links_resolve() -> None:
             dest = (path.parent / file_part).resolve() if file_part else path
             checked += 1
             if not dest.exists():
-                if dest.is_relative_to(ROOT) and _rel(dest) in PENDING_PAGES:
-                    continue
                 broken.append(f"{_rel(path)}:{no}: {target} (no such file)")
             elif fragment and dest.suffix == ".md" and fragment not in _anchors(dest):
                 broken.append(f"{_rel(path)}:{no}: {target} (no heading #{fragment})")

@@ -91,7 +91,7 @@ class RunConfig:
     rate: float | None = field(default=None, metadata=run_option(
         flag="--rate", short="-r", kind=RATE,
         help="Messages/s per publisher (10000, 50k, 1M) or 'max' for closed loop.",
-        details=f"At most {MAX_RATE:g}/s."))
+        details=f"At most {MAX_RATE:,.0f}/s."))
     """Messages per second per publisher; None is closed loop (``--rate max``)."""
     duration_s: float = field(default=DEFAULT_DURATION_S, metadata=run_option(
         flag="--duration", short="-d", kind=DURATION, help="Measured time: 500ms, 10s, 2m.",
@@ -124,8 +124,8 @@ class RunConfig:
         flag="--churn", kind=CHURN, also=("churn_period_s",), metavar="AWAY/PERIOD",
         help="Subscriber churn AWAY/PERIOD (500ms/2s): each subscriber disconnects for AWAY "
         "every PERIOD, staggered.",
-        details="Each subscriber closes its subscription for AWAY every PERIOD, staggered "
-        "across subscribers, and subscribes again with the same id. What a plain pub/sub "
+        details="A subscriber closes its subscription while away and subscribes again with "
+        "the same id. What a plain pub/sub "
         "target loses meanwhile is reported as `lost_during_churn`, apart from loss while "
         "connected; a durable target resumes and loses nothing, its catch-up shows in the "
         "latency tail and the per-second `backlog`. The period is at most "
@@ -135,20 +135,20 @@ class RunConfig:
     probe_timeout_s: float = field(default=DEFAULT_PROBE_TIMEOUT_S, metadata=run_option(
         flag="--probe-timeout", kind=DURATION,
         help="Give up when subscribers cannot hear publishers.",
-        details="How long subscribers may take to hear every publisher before the run fails; "
-        f"at most {MAX_TIMEOUT_S / 3600:g} h."))
+        details="The run fails when by then not every subscriber has heard every publisher "
+        f"(naming the pairs); at most {MAX_TIMEOUT_S / 3600:g} h."))
     drain_timeout_s: float = field(default=DEFAULT_DRAIN_TIMEOUT_S, metadata=run_option(
         flag="--drain-timeout", kind=DURATION,
         help="Quiet time after which undelivered is lost.",
-        details="Quiet time after publishing ends after which what has not arrived counts as "
-        f"lost; at most {MAX_TIMEOUT_S / 3600:g} h."))
+        details="Counted once publishing has ended; at most "
+        f"{MAX_TIMEOUT_S / 3600:g} h."))
     target_options: Mapping[str, Any] = field(default_factory=dict, metadata=internal(
         "each target's own options (declared by the targets, cli/target_options.py)"))
     work: str = field(default="", metadata=run_option(
         flag="--work", kind=OPTIONAL_TEXT, patterns=(Pattern.TASKS, Pattern.RPC),
         hint="(for broadcast, --sub-delay makes a slow subscriber)",
         help="service time of each task: fixed:1ms, exp:1ms (exponential, that mean) or "
-        "lognormal:1ms,0.5 (that mean and sigma). Default: none.",
+        "lognormal:1ms,0.5 (that mean and sigma).",
         details="For rpc, the responder's time per request. A member does its tasks one after "
         "another and the target acknowledges a task only once its work is done."))
     """Service time of a task (``tasks``): ``fixed:1ms``, ``exp:1ms``, ``lognormal:1ms,0.5``."""
@@ -160,9 +160,9 @@ class RunConfig:
         flag="--kill-worker", kind=OPTIONAL_DURATION, patterns=(Pattern.TASKS, Pattern.RPC),
         help="SIGKILL the first subscriber worker process AT (2s) into the measured "
         "window; a reliable design delivers its unfinished tasks again.",
-        details="That worker sends its totals and SIGKILLs itself; the run goes on. A reliable "
-        "design delivers its unfinished tasks again (`redelivered`, lost 0), an at-most-once "
-        "one loses them (counted exactly; `orphaned` is what the killed members held). Needs "
+        details="It sends its totals first; the run goes on. The tasks a reliable design "
+        "delivers again count as `redelivered` (lost 0); an at-most-once design "
+        "loses them (counted exactly; `orphaned` is what the killed members held). Needs "
         "two or more subscriber workers. Give `--drain-timeout` time for the design's "
         "redelivery (claim idle, reaper period)."))
     """SIGKILL the first subscriber worker process this far into the measured window."""
