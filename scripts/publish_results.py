@@ -55,7 +55,7 @@ from msgbench.orchestration.designs import narrowed, ready_targets
 from msgbench.orchestration.sweep import Cell, Runner
 from msgbench.results.capacity import Criteria, Step
 from msgbench.results.model import ResultError
-from msgbench.workload.config import parse_duration, parse_rate
+from msgbench.workload.values import parse_duration, parse_rate
 from published_readme import MAX_PUBLISH_DELAY, SLO, readme
 
 ROOT = Path(__file__).resolve().parent.parent

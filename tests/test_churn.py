@@ -8,7 +8,8 @@ import pytest
 
 from msgbench.accounting.sequence import SequenceTracker
 from msgbench.run.churn import NS, RETURN_MARGIN_S, away_windows
-from msgbench.workload.config import ConfigError, RunConfig, parse_churn
+from msgbench.workload.config import ConfigError, RunConfig
+from msgbench.workload.values import parse_churn
 
 
 def test_windows_are_staggered_and_periodic() -> None:

@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from msgbench.run.plan import plan_workers
-from msgbench.workload.config import ConfigError, RunConfig, parse_duration, parse_rate
+from msgbench.workload.config import ConfigError, RunConfig
+from msgbench.workload.values import parse_duration, parse_rate
 
 
 @pytest.mark.parametrize(

@@ -25,17 +25,13 @@ import pytest
 
 from msgbench.api.registry import load_target
 from msgbench.api.target import Pattern, TargetError
-from msgbench.cli.main import _build_config, _target_options
 from msgbench.cli.main import main as cli_group
+from msgbench.cli.run_cmd import build_config, target_options
 from msgbench.workload.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 COMMAND_LANGS = {"sh", "shell", "bash", "console"}
-PENDING_PAGES = {"docs/run-options.md", "docs/writing-a-target.md"}
-"""Pages other work adds (generated from the option declarations; the target author's guide).
-A link to one is accepted while it is absent; once it exists it is checked like any other."""
-
 FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*([\w+-]*)")
 LINK = re.compile(r"(?<!!)\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -164,7 +160,7 @@ def _check_run(params: dict[str, object]) -> None:
     that do not apply to the target, the pattern against the target's patterns, and the
     target's option check. Not whether its server is installed: that is the machine's, not
     the docs'."""
-    cfg = _build_config(dict(params), _target_options())
+    cfg = build_config(dict(params), target_options())
     cfg.validate()
     target = load_target(cfg.target)
     if Pattern(cfg.pattern) not in target.patterns:
@@ -258,8 +254,6 @@ def test_relative_links_resolve() -> None:
             dest = (path.parent / file_part).resolve() if file_part else path
             checked += 1
             if not dest.exists():
-                if dest.is_relative_to(ROOT) and _rel(dest) in PENDING_PAGES:
-                    continue
                 broken.append(f"{_rel(path)}:{no}: {target} (no such file)")
             elif fragment and dest.suffix == ".md" and fragment not in _anchors(dest):
                 broken.append(f"{_rel(path)}:{no}: {target} (no heading #{fragment})")

@@ -27,7 +27,7 @@ from msgbench.orchestration.capacity import (
 )
 from msgbench.orchestration.sweep import Cell, Runner
 from msgbench.results.capacity import STOP_INTERRUPTED, CapacityResult, Criteria, Step
-from msgbench.workload.config import ConfigError, parse_duration, parse_rate
+from msgbench.workload.values import ConfigError, parse_duration, parse_rate
 
 EXIT_NONE = 1
 EXIT_INTERRUPTED = 130

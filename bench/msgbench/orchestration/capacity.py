@@ -38,7 +38,7 @@ from msgbench.results.capacity import (
     Step,
     write_capacity,
 )
-from msgbench.workload.config import parse_duration
+from msgbench.workload.values import parse_duration
 
 DEFAULT_SLO = "10ms"
 PUBLISH_DELAY_SHARE_OF_SLO = 0.5

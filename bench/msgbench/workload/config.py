@@ -1,20 +1,37 @@
-"""The configuration of one run, and parsing of the values users type.
+"""The configuration of one run, and the ``msgbench run`` option that sets each field.
 
-Every check that can fail on user input lives here and raises
-:class:`ConfigError` with one line meant for the user.
+Every check that can fail on user input lives here or in :mod:`msgbench.workload.values`
+(the parsers) and raises :class:`ConfigError` with one line meant for the user. Each
+field declares its option in its metadata (see :mod:`msgbench.workload.run_options`).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from msgbench.api.target import Pattern
 from msgbench.workload.envelope import HEADER_SIZE, REPLY_SIZE
+from msgbench.workload.run_options import check_patterns, internal, run_option
 from msgbench.workload.topology import Topology
+from msgbench.workload.values import (
+    CHURN,
+    DURATION,
+    OPTIONAL_DURATION,
+    OPTIONAL_TEXT,
+    PROCS,
+    RATE,
+    WHOLE,
+)
+
+# re-exported: ConfigError is imported from here across the tree, and
+# orchestration/sweep.py imports the two parsers from here too
+from msgbench.workload.values import ConfigError as ConfigError
+from msgbench.workload.values import parse_duration as parse_duration
+from msgbench.workload.values import parse_rate as parse_rate
+from msgbench.workload.work import parse_slow_worker, parse_work
 
 DEFAULT_DURATION_S = 10.0
 DEFAULT_WARMUP_S = 2.0
@@ -37,92 +54,129 @@ MAX_RATE = 1e9
 MAX_DURATION_S = 24 * 3600.0
 MAX_WARMUP_S = 3600.0
 MAX_TIMEOUT_S = 3600.0
-"""Longest --probe-timeout and --drain-timeout."""
+"""Longest --probe-timeout, --drain-timeout and --timeout."""
 MAX_SUB_DELAY_S = 1.0
 """Longest simulated processing time per message (it blocks a worker's loop)."""
 MAX_PROCS = 256
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|h)?\s*$")
-_UNIT_S = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
-
-class ConfigError(ValueError):
-    """Invalid user input; ``str(exc)`` is one line for the user."""
-
-
-def parse_duration(text: str, what: str = "duration") -> float:
-    """Parse ``500ms``, ``10s``, ``2m``, ``1.5h`` or a bare number of seconds into seconds."""
-    match = _DURATION_RE.match(text)
-    if not match:
-        raise ConfigError(f"invalid {what} {text!r}: use a number with a unit, e.g. 500ms, 10s, 2m")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
-
-
-def parse_churn(text: str | None) -> tuple[float, float]:
-    """Parse ``AWAY/PERIOD`` (``500ms/2s``) into seconds; None or ``none`` is no churn."""
-    if text is None or text.strip().lower() in ("", "none", "0"):
-        return 0.0, 0.0
-    away, sep, period = text.partition("/")
-    if not sep:
-        raise ConfigError(f"invalid --churn {text!r}: use AWAY/PERIOD, e.g. 500ms/2s")
-    return parse_duration(away, "--churn away time"), parse_duration(period, "--churn period")
-
-
-def parse_rate(text: str) -> float | None:
-    """Parse a per-publisher rate: a positive number (``10000``, ``50k``, ``1.5M``) or ``max``.
-
-    Returns None for ``max`` (closed loop).
-    """
-    t = text.strip().lower()
-    if t == "max":
-        return None
-    mult = 1.0
-    if t and t[-1] in "km":
-        mult = 1e3 if t[-1] == "k" else 1e6
-        t = t[:-1]
-    try:
-        rate = float(t) * mult
-    except ValueError:
-        raise ConfigError(f"invalid rate {text!r}: use messages/s per publisher or 'max'") from None
-    if not rate > 0 or rate != rate or rate == float("inf"):
-        raise ConfigError(f"rate must be a positive number of messages/s, got {text!r}")
-    return rate
-
+def _mib(n: int) -> str:
+    return f"{n / 2**30:g} GiB" if n >= 2**30 else f"{n / 2**20:g} MiB"
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run; recorded verbatim in the result."""
 
-    target: str = "inproc"
-    pattern: str = Pattern.BROADCAST.value
+    target: str = field(default="inproc", metadata=run_option(
+        flag="--target", short="-t", help="Design under test (see `msgbench targets`).",
+        details="`msgbench targets` lists them, whether each can run here and what it needs "
+        "if not."))
+    pattern: str = field(default=Pattern.BROADCAST.value, metadata=run_option(
+        flag="--pattern", choices=tuple(p.value for p in Pattern),
+        help="broadcast: every message to every subscriber of its topic; tasks: competing "
+        "consumers, each message to one subscriber of its topic's group; rpc: publishers "
+        "are requesters, subscribers answer them.",
+        details="What is owed: see [patterns](patterns.md). A target that does not carry the "
+        "pattern is one line and exit 2."))
     """``broadcast``, ``tasks`` or ``rpc`` (see :class:`~msgbench.workload.topology.Pattern`)."""
-    pubs: int = 1
-    subs: int = 1
-    size: int = DEFAULT_SIZE
-    rate: float | None = None
+    pubs: int = field(default=1, metadata=run_option(
+        flag="--pubs", short="-p", kind=WHOLE, help="Publishers (producers, requesters)."))
+    subs: int = field(default=1, metadata=run_option(
+        flag="--subs", short="-s", kind=WHOLE,
+        help="Subscribers (workers of a group, responders)."))
+    size: int = field(default=DEFAULT_SIZE, metadata=run_option(
+        flag="--size", kind=WHOLE, help="Message size in bytes, header included.",
+        details=f"At least the {HEADER_SIZE}-byte header msgbench puts in every message "
+        f"(for rpc {REPLY_SIZE}, to hold a reply), at most {MAX_SIZE // 2**20} MiB."))
+    rate: float | None = field(default=None, metadata=run_option(
+        flag="--rate", short="-r", kind=RATE,
+        help="Messages/s per publisher (10000, 50k, 1M) or 'max' for closed loop.",
+        details=f"At most {MAX_RATE:,.0f}/s."))
     """Messages per second per publisher; None is closed loop (``--rate max``)."""
-    duration_s: float = DEFAULT_DURATION_S
-    warmup_s: float = DEFAULT_WARMUP_S
-    topics: int = 1
-    procs: int | None = None
-    batch: int = 0
+    duration_s: float = field(default=DEFAULT_DURATION_S, metadata=run_option(
+        flag="--duration", short="-d", kind=DURATION, help="Measured time: 500ms, 10s, 2m.",
+        details=f"At most {MAX_DURATION_S / 3600:g} h."))
+    warmup_s: float = field(default=DEFAULT_WARMUP_S, metadata=run_option(
+        flag="--warmup", short="-w", kind=DURATION,
+        help="Unmeasured time before the measurement.",
+        details=f"At most {MAX_WARMUP_S / 3600:g} h."))
+    topics: int = field(default=1, metadata=run_option(
+        flag="--topics", kind=WHOLE,
+        help="Topics (channels); subscribers spread over them round-robin.",
+        details="Subscriber *i* listens to topic *i mod topics*; each publisher sends to the "
+        "topics in turn. At most the number of subscribers."))
+    procs: int | None = field(default=None, metadata=run_option(
+        flag="--procs", kind=PROCS, help="Worker processes the clients are grouped into.",
+        details="`auto`: one per core, publishers and subscribers apart (the `inproc` target "
+        f"always uses one). At most {MAX_PROCS}."))
+    batch: int = field(default=0, metadata=run_option(
+        flag="--batch", kind=WHOLE,
+        help="Messages per publish call (0: 128 in closed loop, else all due).",
+        details=f"At most {MAX_BATCH}, and `--size` times the messages per call at most "
+        f"{_mib(MAX_BATCH_BYTES)}."))
     """Messages per publish call; 0 picks a default for the rate."""
-    sub_delay_s: float = 0.0
-    churn_away_s: float = 0.0
+    sub_delay_s: float = field(default=0.0, metadata=run_option(
+        flag="--sub-delay", kind=DURATION,
+        help="Simulated processing time per received message (a slow subscriber).",
+        details="It blocks its worker's loop, so the transport backs up as behind a real slow "
+        f"consumer. At most {MAX_SUB_DELAY_S:g} s."))
+    churn_away_s: float = field(default=0.0, metadata=run_option(
+        flag="--churn", kind=CHURN, also=("churn_period_s",), metavar="AWAY/PERIOD",
+        help="Subscriber churn AWAY/PERIOD (500ms/2s): each subscriber disconnects for AWAY "
+        "every PERIOD, staggered.",
+        details="A subscriber closes its subscription while away and subscribes again with "
+        "the same id. What a plain pub/sub "
+        "target loses meanwhile is reported as `lost_during_churn`, apart from loss while "
+        "connected; a durable target resumes and loses nothing, its catch-up shows in the "
+        "latency tail and the per-second `backlog`. The period is at most "
+        f"{MAX_DURATION_S / 3600:g} h."))
     churn_period_s: float = 0.0
     """Subscriber churn: each subscriber is away ``churn_away_s`` every ``churn_period_s``."""
-    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
-    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
-    target_options: Mapping[str, Any] = field(default_factory=dict)
-    work: str = ""
+    probe_timeout_s: float = field(default=DEFAULT_PROBE_TIMEOUT_S, metadata=run_option(
+        flag="--probe-timeout", kind=DURATION,
+        help="Give up when subscribers cannot hear publishers.",
+        details="The run fails when by then not every subscriber has heard every publisher "
+        f"(naming the pairs); at most {MAX_TIMEOUT_S / 3600:g} h."))
+    drain_timeout_s: float = field(default=DEFAULT_DRAIN_TIMEOUT_S, metadata=run_option(
+        flag="--drain-timeout", kind=DURATION,
+        help="Quiet time after which undelivered is lost.",
+        details="Counted once publishing has ended; at most "
+        f"{MAX_TIMEOUT_S / 3600:g} h."))
+    target_options: Mapping[str, Any] = field(default_factory=dict, metadata=internal(
+        "each target's own options (declared by the targets, cli/target_options.py)"))
+    work: str = field(default="", metadata=run_option(
+        flag="--work", kind=OPTIONAL_TEXT, patterns=(Pattern.TASKS, Pattern.RPC),
+        hint="(for broadcast, --sub-delay makes a slow subscriber)",
+        help="service time of each task: fixed:1ms, exp:1ms (exponential, that mean) or "
+        "lognormal:1ms,0.5 (that mean and sigma).",
+        details="For rpc, the responder's time per request. A member does its tasks one after "
+        "another and the target acknowledges a task only once its work is done."))
     """Service time of a task (``tasks``): ``fixed:1ms``, ``exp:1ms``, ``lognormal:1ms,0.5``."""
-    slow_worker: str = ""
+    slow_worker: str = field(default="", metadata=run_option(
+        flag="--slow-worker", kind=OPTIONAL_TEXT, patterns=(Pattern.TASKS,),
+        help="SUB:xFACTOR (0:x10): that subscriber's tasks take FACTOR times as long."))
     """``SUB:xFACTOR``: that subscriber's tasks take FACTOR times as long."""
-    kill_worker_s: float | None = None
+    kill_worker_s: float | None = field(default=None, metadata=run_option(
+        flag="--kill-worker", kind=OPTIONAL_DURATION, patterns=(Pattern.TASKS, Pattern.RPC),
+        help="SIGKILL the first subscriber worker process AT (2s) into the measured "
+        "window; a reliable design delivers its unfinished tasks again.",
+        details="It sends its totals first; the run goes on. The tasks a reliable design "
+        "delivers again count as `redelivered` (lost 0); an at-most-once design "
+        "loses them (counted exactly; `orphaned` is what the killed members held). Needs "
+        "two or more subscriber workers. Give `--drain-timeout` time for the design's "
+        "redelivery (claim idle, reaper period)."))
     """SIGKILL the first subscriber worker process this far into the measured window."""
-    timeout_s: float = DEFAULT_RPC_TIMEOUT_S
+    timeout_s: float = field(default=DEFAULT_RPC_TIMEOUT_S, metadata=run_option(
+        flag="--timeout", kind=DURATION, patterns=(Pattern.RPC,), strict=False,
+        help="a request with no reply this long after it left has timed out.",
+        details="A reply after that is `late` (still matched), and `timeouts = expected - "
+        f"(delivered - late)`. At most {MAX_TIMEOUT_S / 3600:g} h."))
     """Request/reply: a request with no reply this long after it left has timed out."""
-    inflight: int = 0
+    inflight: int = field(default=0, metadata=run_option(
+        flag="--inflight", kind=WHOLE, patterns=(Pattern.RPC,),
+        help="with --rate max: closed loop with N requests outstanding per requester "
+        "(0: open loop, unbounded).",
+        details="Labelled closed loop in the result."))
     """Request/reply in closed loop: requests outstanding per requester (0: open loop)."""
 
     def validate(self) -> None:
@@ -165,22 +219,12 @@ class RunConfig:
         self._validate_tasks()
 
     def _validate_tasks(self) -> None:
-        from msgbench.workload.work import parse_slow_worker, parse_work  # imports this module
-
-        if self.work and self.pattern == Pattern.BROADCAST:
-            raise ConfigError("--work applies to --pattern tasks and rpc (for broadcast, "
-                              "--sub-delay makes a slow subscriber)")
-        if self.slow_worker and self.pattern != Pattern.TASKS:
-            raise ConfigError("--slow-worker applies to --pattern tasks only")
-        if self.kill_worker_s is not None and self.pattern == Pattern.BROADCAST:
-            raise ConfigError("--kill-worker applies to --pattern tasks and rpc")
-        if self.inflight and self.pattern != Pattern.RPC:
-            raise ConfigError("--inflight applies to --pattern rpc only")
+        check_patterns(self)
         if not 0 <= self.inflight <= MAX_INFLIGHT:
             raise ConfigError(f"--inflight must be between 1 and {MAX_INFLIGHT}")
         if self.inflight and self.rate is not None:
             raise ConfigError("--inflight is closed loop: use it with --rate max")
-        if not 0 < self.timeout_s <= 3600:
+        if not 0 < self.timeout_s <= MAX_TIMEOUT_S:
             raise ConfigError("--timeout must be longer than zero and at most an hour")
         parse_work(self.work)
         slow = parse_slow_worker(self.slow_worker)
@@ -244,9 +288,6 @@ class RunConfig:
         existed is a broadcast)."""
         return cls(**dict(data))
 
-
-def _mib(n: int) -> str:
-    return f"{n / 2**30:g} GiB" if n >= 2**30 else f"{n / 2**20:g} MiB"
 
 
 def cpu_count() -> int:

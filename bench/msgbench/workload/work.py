@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from msgbench.workload.config import ConfigError, parse_duration
+from msgbench.workload.values import ConfigError, parse_duration
 
 _WORK = re.compile(r"^\s*(fixed|exp|lognormal):([^,]+)(?:,(.+))?\s*$")
 _SLOW = re.compile(r"^\s*(\d+):x(\d+(?:\.\d+)?)\s*$")
