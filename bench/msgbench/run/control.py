@@ -83,6 +83,22 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Flow:
+    """Worker -> coordinator, several times a second in the measured window: cumulative
+    counts for the stall watchdog (:mod:`msgbench.run.stall`)."""
+
+    worker: int
+    at_ns: int
+    """When the counts were taken (monotonic ns, the worker's clock)."""
+    sent: int
+    """Messages its publishers handed to the target, warm-up included."""
+    arrived: int
+    """Messages its subscribers received (deliveries, tasks, replies)."""
+    listening: int
+    """Its subscriptions that are connected and not away (churn)."""
+
+
+@dataclass(frozen=True)
 class PubDone:
     """Worker -> coordinator: its publishers stopped; MEASURE messages per [pub, topic, count]."""
 
@@ -123,16 +139,18 @@ class Kill:
     yourself: the transport sees a crash, the ledger keeps every task done before it."""
 
 
-Message = Ready | Probe | ProbeStatus | Start | Report | PubDone | Done | Failed | Stop | Kill
+Message = (Ready | Probe | ProbeStatus | Start | Report | Flow | PubDone | Done | Failed | Stop
+           | Kill)
 _TYPES: dict[str, type[Any]] = {
     cls.__name__: cls
-    for cls in (Ready, Probe, ProbeStatus, Start, Report, PubDone, Done, Failed, Stop, Kill)
+    for cls in (Ready, Probe, ProbeStatus, Start, Report, Flow, PubDone, Done, Failed, Stop,
+                Kill)
 }
 
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """Version of the control messages; 1 was the unversioned protocol before delivery
-semantics (counters as one object, probe scopes, group sets)."""
+semantics (counters as one object, probe scopes, group sets); 4 added :class:`Flow`."""
 
 
 class ProtocolError(Exception):
