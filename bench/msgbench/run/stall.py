@@ -24,7 +24,6 @@ from msgbench.run.control import Flow
 NS = 1_000_000_000
 FLOW_INTERVAL_S = 0.1
 """How often a worker sends its :class:`Flow` counts during the measured window."""
-DEFAULT_STALL_TIMEOUT_S = 1.0
 WORK_FACTOR = 3.0
 """A stall interval is at least this many times the longest a subscriber may spend on one
 message (``--work``, ``--sub-delay``, a slow worker's factor): a worker busy with its task

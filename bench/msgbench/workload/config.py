@@ -38,6 +38,7 @@ DEFAULT_WARMUP_S = 2.0
 DEFAULT_SIZE = 64
 DEFAULT_PROBE_TIMEOUT_S = 10.0
 DEFAULT_DRAIN_TIMEOUT_S = 2.0
+DEFAULT_STALL_TIMEOUT_S = 1.0
 DEFAULT_RPC_TIMEOUT_S = 1.0
 MAX_INFLIGHT = 1_000_000
 MAX_CLIENTS = 10_000
@@ -141,6 +142,15 @@ class RunConfig:
         flag="--drain-timeout", kind=DURATION,
         help="Quiet time after which undelivered is lost.",
         details="Counted once publishing has ended; at most "
+        f"{MAX_TIMEOUT_S / 3600:g} h."))
+    stall_timeout_s: float = field(default=DEFAULT_STALL_TIMEOUT_S, metadata=run_option(
+        flag="--stall-timeout", kind=DURATION,
+        help="Fail when nothing arrives this long while messages are owed; 0s: never.",
+        details="The progress watchdog, for every server whatever started it (one given by "
+        "URL cannot be watched by its pid): in the measured window, nothing received by any "
+        "subscriber for this long while one listens and the publishers send or are due to "
+        "ends the run as failed, naming the server and when it stopped. At least three times "
+        "the longest a subscriber spends on one message (`--work`, `--sub-delay`); at most "
         f"{MAX_TIMEOUT_S / 3600:g} h."))
     target_options: Mapping[str, Any] = field(default_factory=dict, metadata=internal(
         "each target's own options (declared by the targets, cli/target_options.py)"))
@@ -254,6 +264,7 @@ class RunConfig:
             (self.warmup_s, "--warmup", MAX_WARMUP_S),
             (self.probe_timeout_s, "--probe-timeout", MAX_TIMEOUT_S),
             (self.drain_timeout_s, "--drain-timeout", MAX_TIMEOUT_S),
+            (self.stall_timeout_s, "--stall-timeout", MAX_TIMEOUT_S),
             (self.sub_delay_s, "--sub-delay", MAX_SUB_DELAY_S),
             (self.churn_period_s, "--churn period", MAX_DURATION_S),
         ):
