@@ -60,11 +60,11 @@ def test_corrupt_and_foreign_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_passwords_in_url_options_never_reach_the_result() -> None:
-    from msgbench.run.coordinator import _without_secrets
+    from msgbench.results.assemble import without_secrets
 
     cfg = {"target": "redis", "target_options": {"redis_url": "redis://:s3cret@127.0.0.1:1/0",
                                                  "hwm": 5}}
-    out = _without_secrets(cfg)
+    out = without_secrets(cfg)
     assert "s3cret" not in json.dumps(out)
     assert out["target_options"] == {"redis_url": "redis://:***@127.0.0.1:1/0", "hwm": 5}
 

@@ -26,7 +26,7 @@ from msgbench.kit.redis_cluster import parse_url
 from msgbench.kit.redis_server import RedisServer, check_installed, private_server
 from msgbench.kit.urls import mask_url
 from msgbench.orchestration.sweep import secrets_to_env
-from msgbench.run.coordinator import _without_secrets
+from msgbench.results.assemble import without_secrets
 
 PASSWORD = "s3cr@t:p w!x"
 """Holds what broke the old masking: an ``@`` (masked only up to it), a ``:``, a space."""
@@ -68,7 +68,7 @@ def test_urls_without_passwords_are_left_alone() -> None:
         assert mask_url(text) == text
     assert mask_url("a redis://:x@h and rediss://u:y@k") == "a redis://:***@h and rediss://u:***@k"
     cfg = {"target": "ws", "target_options": {"redis_url": f"redis://:{PASSWORD}@{HOST}"}}
-    assert PASSWORD not in json.dumps(_without_secrets(cfg))
+    assert PASSWORD not in json.dumps(without_secrets(cfg))
 
 
 def test_sweep_hands_passwords_to_runs_by_environment() -> None:

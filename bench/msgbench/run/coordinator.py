@@ -9,31 +9,22 @@ child process is stopped in ``finally`` and what was measured is kept.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from msgbench.api.registry import load_target
 from msgbench.api.target import Endpoint, Pattern, ServeSpec, TargetError
-from msgbench.kit.urls import mask_url
-from msgbench.results import environment
 from msgbench.results.aggregate import Aggregator
-from msgbench.results.costs import CostMeter, ProcessCost
-from msgbench.results.limits import name_limits
-from msgbench.results.model import (
-    STATUS_DEGRADED,
-    STATUS_FAILED,
-    STATUS_OK,
-    RunResult,
-    SecondStats,
-)
+from msgbench.results.assemble import RunFacts, assemble
+from msgbench.results.costs import CostMeter
+from msgbench.results.model import RunResult, SecondStats
+from msgbench.run.blame import blame_server, interrupted, probe_failure
 from msgbench.run.control import (
     Done,
     Failed,
-    Kill,
     Message,
     Probe,
     ProbeStatus,
@@ -42,6 +33,7 @@ from msgbench.run.control import (
     Report,
     Start,
 )
+from msgbench.run.kill import check_victims, kill_worker
 from msgbench.run.plan import WorkerPlan, plan_workers
 from msgbench.run.pool import POLL_S, RunAborted, WorkerHandle, WorkerPool
 from msgbench.run.replies import LEGS
@@ -56,11 +48,6 @@ PUBDONE_GRACE_S = 5.0
 DRAIN_MAX_S = 30.0
 PROGRESS_LAG_S = 0.15
 NS = 1_000_000_000
-SERVER_CAUSE_GRACE_S = 0.5
-"""After a worker fails, how long to look for a server whose death it saw: a killed process
-closes its sockets before the kernel marks it dead, and on a loaded machine the worker's
-report can land in between."""
-SERVER_CAUSE_POLL_S = 0.05
 
 
 class Progress(Protocol):
@@ -83,27 +70,6 @@ class NullProgress:
         """See :class:`Progress`."""
 
 
-def _without_secrets(config: dict[str, Any]) -> dict[str, Any]:
-    """The config with passwords in URL-valued options masked: results get shared."""
-    options = {
-        k: mask_url(v) if isinstance(v, str) else v
-        for k, v in config.get("target_options", {}).items()
-    }
-    return {**config, "target_options": options}
-
-
-def _interrupted(exc: KeyboardInterrupt) -> str:
-    """The reason an interrupt gives: the CLI turns SIGTERM / SIGHUP into an interrupt that
-    says which signal it was; a bare one is the user's Ctrl-C."""
-    return str(exc) or "interrupted by the user (Ctrl-C)"
-
-
-def _scope_text(scope: str) -> str:
-    """``s3`` -> ``subscriber 3``, ``g0`` -> ``group g0``, ``r1`` -> ``requester 1``."""
-    kind = {"s": "subscriber ", "g": "group g", "r": "requester "}.get(scope[:1], scope[:1])
-    return f"{kind}{scope[1:]}"
-
-
 class Coordinator:
     """Runs one configuration and returns its :class:`RunResult`."""
 
@@ -121,9 +87,9 @@ class Coordinator:
         self.watch_heartbeat = False
         self.measure_start_ns = 0
         self.measure_end_ns = 0
+        """When the measured window really ended (0 while it has not begun)."""
         self.killed_at_ns = 0
         self.plans: list[WorkerPlan] = []
-        """When the measured window really ended (0 while it has not begun)."""
         self.measure_started_at = ""
         self.watch = ServerWatch(())
 
@@ -169,11 +135,11 @@ class Coordinator:
                 except RunAborted as exc:
                     self._fail(str(exc))
                 except KeyboardInterrupt as exc:
-                    self._fail(_interrupted(exc))
+                    self._fail(interrupted(exc))
                 finally:
                     self._shutdown()
         except KeyboardInterrupt as exc:
-            self._fail(_interrupted(exc))
+            self._fail(interrupted(exc))
             self._shutdown()
         except (TargetError, OSError) as exc:
             if not self.pool.workers:
@@ -216,15 +182,16 @@ class Coordinator:
         self.measure_started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         self.progress.phase("measuring")
         k = 0
-        kill_ns = (self.measure_start_ns + int(cfg.kill_worker_s * NS)
-                   if cfg.kill_worker_s is not None else None)
+        kill_s = cfg.kill_worker_s
+        kill_ns = self.measure_start_ns + int(kill_s * NS) if kill_s is not None else None
         while True:
             tick = self.measure_start_ns + (k + 1) * NS + int(PROGRESS_LAG_S * NS)
             if tick > measure_end_ns:
                 break
-            if kill_ns is not None and kill_ns <= tick:
+            if kill_s is not None and kill_ns is not None and kill_ns <= tick:
                 self._wait_until_ns(kill_ns)
-                self._kill_worker()
+                self.killed_at_ns, reason = kill_worker(self.pool.workers, kill_s)
+                self.reasons.append(reason)
                 kill_ns = None
             self._wait_until_ns(tick)
             # a process that dies later keeps the CPU it had used by now, not its start's
@@ -281,14 +248,7 @@ class Coordinator:
     def _probe_failure(self) -> str:
         missing = [m for w in self.pool.workers for m in w.probe_missing]
         missing += [[g, p] for g, p in self._group_unheard()]
-        if not missing:
-            return f"probe timed out after {self.config.probe_timeout_s:g} s"
-        pairs = "; ".join(
-            f"{_scope_text(str(s))} never heard publisher {p}"
-            for _, (s, p) in zip(range(5), missing, strict=False)
-        )
-        more = f" (and {len(missing) - 5} more pairs)" if len(missing) > 5 else ""
-        return f"probe timed out after {self.config.probe_timeout_s:g} s: {pairs}{more}"
+        return probe_failure(missing, self.config.probe_timeout_s)
 
     def _show_second(self, k: int) -> None:
         stats = self.agg.second(k)
@@ -296,23 +256,9 @@ class Coordinator:
             self.progress.second(stats, self.agg.totals.gaps)
 
     # -- workers ----------------------------------------------------------
-    def _kill_worker(self) -> None:
-        """``--kill-worker``: the first subscriber worker sends its totals, then SIGKILLs
-        itself; its members' unfinished tasks are the design's to deliver again or lose."""
-        victim = next(w for w in self.pool.workers if w.spec.subs)
-        victim.chan.send(Kill())
-        self.killed_at_ns = time.monotonic_ns()
-        self.reasons.append(
-            f"{victim.spec.describe()} killed on purpose {self.config.kill_worker_s:g} s into "
-            "the measured window (--kill-worker)")
-
     def _plan(self) -> list[WorkerPlan]:
         plans = plan_workers(self.config, self.target.colocated)
-        if self.config.kill_worker_s is not None and sum(1 for p in plans if p.subs) < 2:
-            raise TargetError("--kill-worker needs at least two subscriber worker processes, so "
-                              "that someone is left: give more --subs or --procs"
-                              + (f" (target {self.config.target!r} runs in one process)"
-                                 if self.target.colocated else ""))
+        check_victims(self.config, plans, self.target.colocated)
         return plans
 
     def _spawn(self) -> None:
@@ -341,14 +287,10 @@ class Coordinator:
                            watch_heartbeat=self.watch_heartbeat)
         except RunAborted as exc:
             # a client's error is often a server's death seen from the other side: name it
-            cause = self.watch.check(force=True)
-            give_up = time.monotonic() + SERVER_CAUSE_GRACE_S
-            while cause is None and time.monotonic() < give_up:
-                time.sleep(SERVER_CAUSE_POLL_S)
-                cause = self.watch.check(force=True)
-            if cause is None:
+            blamed = blame_server(self.watch, exc)
+            if blamed is None:
                 raise
-            raise RunAborted(f"{cause}; then {exc}") from None
+            raise blamed from None
         why = self.watch.check()
         if why is not None:
             raise RunAborted(why)
@@ -396,51 +338,6 @@ class Coordinator:
 
     # -- result -----------------------------------------------------------
     def _result(self, started: str) -> RunResult:
-        measured_ns = self.measure_end_ns - self.measure_start_ns if self.measure_end_ns else 0
-        costs = self.meter.costs()
-        if not measured_ns:
-            # nothing was measured: no process spent anything "in the window"
-            costs = [dataclasses.replace(c, cpu_s=0.0) for c in costs]
-            self.reasons.append("the run ended before its measured window: no figures")
-        cpu_window = sum(c.cpu_s for c in costs)
-        summary = self.agg.summary(cpu_window, measured_ns / NS)
-        reasons = list(self.reasons) + self.agg.topology.defects(summary.counters)
-        limits = self._limits(costs, summary.publish_delay_ns)
-        if self.failed:
-            status = STATUS_FAILED
-        elif reasons:
-            status = STATUS_DEGRADED
-        else:
-            status = STATUS_OK
-        return RunResult(
-            config=_without_secrets(self.config.to_json()),
-            environment=environment.collect(),
-            status=status,
-            reasons=reasons,
-            partial=self.failed,
-            started_at=started,
-            summary=summary,
-            processes=[c.to_json() for c in costs],
-            series=self.agg.series(),
-            histograms={
-                "latency": self.agg.latency.encode(),
-                "latency_uncorrected": self.agg.latency_raw.encode(),
-                "publish_delay": self.agg.publish_delay.encode(),
-                **{name: h.encode() for name, h in sorted(self.agg.extra.items())},
-            },
-            subscribers=[self.agg.subscribers[k] for k in sorted(self.agg.subscribers)],
-            groups=self.agg.groups(measured_ns / NS, self.killed_at_ns),
-            legs={name: self.agg.extra[name].summary().to_json()
-                  for name in (*LEGS, *TASK_HISTOGRAMS) if name in self.agg.extra},
-            target={"name": self.config.target, **dict(self.endpoint.info)},
-            latency_mode="open-loop" if self.config.rate is not None else "closed-loop",
-            measure_started_at=self.measure_started_at,
-            limits=limits,
-            cpu_pressure=self.meter.pressure(),
-        )
-
-    def _limits(self, costs: list[ProcessCost], delay: dict[str, Any]) -> list[str]:
-        """The run's limits (:func:`name_limits`), workers told apart by what they hold."""
         kinds = {
             f"worker {w.spec.worker}": (
                 "both" if w.spec.pubs and w.spec.subs else "publisher" if w.spec.pubs
@@ -448,11 +345,16 @@ class Coordinator:
             )
             for w in self.pool.workers
         }
-        open_loop = self.config.rate is not None and delay.get("count")
-        return name_limits(
-            [c.to_json() for c in costs],
-            self.meter.window_s(),
-            float(delay["p99"]) if open_loop else None,
-            self.meter.pressure(),
-            kinds,
+        facts = RunFacts(
+            started_at=started,
+            measure_started_at=self.measure_started_at,
+            measure_start_ns=self.measure_start_ns,
+            measure_end_ns=self.measure_end_ns,
+            killed_at_ns=self.killed_at_ns,
+            failed=self.failed,
+            reasons=tuple(self.reasons),
+            target={"name": self.config.target, **dict(self.endpoint.info)},
+            worker_kinds=kinds,
+            legs=(*LEGS, *TASK_HISTOGRAMS),
         )
+        return assemble(self.config, self.agg, self.meter, facts)

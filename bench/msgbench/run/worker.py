@@ -1,10 +1,10 @@
 """A worker process: many clients of one target on one uvloop event loop.
 
-The worker builds its subscribers and publishers, then follows the
-coordinator's control messages: probe, start, stop. Once a second (every
+The worker builds its subscribers and publishers (:mod:`msgbench.run.clients`), then
+follows the coordinator's control messages: probe, start, stop. Once a second (every
 :data:`DRAIN_REPORT_INTERVAL_S` after publishing ends) it sends a
-:class:`~msgbench.run.control.Report` with the deltas since the last one; reports
-double as the heartbeat the coordinator watches.
+:class:`~msgbench.run.control.Report` with the deltas since the last one
+(:mod:`msgbench.run.reporting`); reports double as the heartbeat the coordinator watches.
 """
 
 from __future__ import annotations
@@ -19,16 +19,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from msgbench.accounting.counters import Counters
-from msgbench.accounting.histogram import Histogram
 from msgbench.api.registry import load_target
-from msgbench.api.target import Client, Pattern, Subscription
-from msgbench.run import inject
-from msgbench.run.answer import Answerer
+from msgbench.api.target import Pattern
 from msgbench.run.churn import away_windows, churn
+from msgbench.run.clients import Clients, build_clients
 from msgbench.run.control import (
     Channel,
-    Done,
     Failed,
     Kill,
     Message,
@@ -37,19 +33,14 @@ from msgbench.run.control import (
     ProbeStatus,
     PubDone,
     Ready,
-    Report,
     Start,
     Stop,
 )
-from msgbench.run.depth import DepthSampler
-from msgbench.run.inflight import RequestPublisher
-from msgbench.run.publisher import PublisherRunner
-from msgbench.run.replies import ReplySink
+from msgbench.run.reporting import Reporter
 from msgbench.run.shared import GroupSink
 from msgbench.run.sink import Buffers, SubscriberSink
 from msgbench.workload.config import RunConfig
 from msgbench.workload.topology import requester_scope, subscriber_scope
-from msgbench.workload.work import parse_slow_worker, parse_work
 
 REPORT_INTERVAL_S = 1.0
 FLUSH_INTERVAL_S = 0.1
@@ -59,7 +50,6 @@ PROBE_STATUS_INTERVAL_S = 0.1
 CLOSE_TIMEOUT_S = 2.0
 MAX_MISSING_LISTED = 10
 NS = 1_000_000_000
-INJECT_ENV = "MSGBENCH_INJECT_COST_NS"
 
 
 @dataclass(frozen=True)
@@ -115,20 +105,19 @@ class Worker:
         self.config = RunConfig.from_json(spec.config)
         self.topology = self.config.topology()
         self.buffers = Buffers()
-        self.sinks: list[SubscriberSink | GroupSink] = []
-        self.answerers: list[Answerer] = []
-        self.subscriptions: list[Subscription] = []
-        self.runners: list[PublisherRunner] = []
-        self.client: Client | None = None
+        self._clients: Clients | None = None
         self.inbox: asyncio.Queue[Message | None] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
         self.measure_start_ns = 0
         self.measure_end_ns = 1 << 62
-        self.interval = [Histogram(), Histogram(), Histogram()]
-        self.extra: dict[str, Histogram] = {}
-        self._last = Counters()
-        self.depth: DepthSampler | None = None
-        self._events_sent = 0
+        self.reporter = Reporter(spec.worker, self.topology, self.config.rate is not None,
+                                 self.buffers)
+
+    @property
+    def clients(self) -> Clients:
+        """The clients :meth:`run` built; every control message is handled after that."""
+        assert self._clients is not None, "a control message before the clients were built"
+        return self._clients
 
     # -- control ---------------------------------------------------------
     def _on_readable(self) -> None:
@@ -148,12 +137,10 @@ class Worker:
         # the coordinator reads all the time.
         os.set_blocking(self.chan.fileno(), True)
         target = load_target(self.config.target)
-        self.client = target.client(self.spec.endpoint, self.config.target_options)
-        if self.topology.pattern is Pattern.RPC:
-            await self._build_rpc(self.client)
-        else:
-            await self._build_pubsub(self.client)
-        self.chan.send(Ready(self.spec.worker, len(self.sinks)))
+        client = target.client(self.spec.endpoint, self.config.target_options)
+        self._clients = await build_clients(client, self.config, self.topology, self.buffers,
+                                            self.spec.pubs, self.spec.subs)
+        self.chan.send(Ready(self.spec.worker, len(self.clients.sinks)))
         while True:
             msg = await self.inbox.get()
             if msg is None:
@@ -168,54 +155,6 @@ class Worker:
             elif isinstance(msg, Kill):
                 self._final_totals()
                 os.kill(os.getpid(), signal.SIGKILL)
-
-    async def _build_pubsub(self, client: Client) -> None:
-        topics = self.config.topic_names()
-        record_raw = self.config.rate is not None
-        for sid in self.spec.subs:
-            where = self.topology.listener(sid)
-            sink: SubscriberSink | GroupSink
-            if where.group is None:
-                sink = SubscriberSink(sid, where.topic, self.buffers, self.config.sub_delay_s,
-                                      record_raw=record_raw, inject_cost_ns=_injected_cost_ns())
-            else:
-                slow = parse_slow_worker(self.config.slow_worker)
-                sink = GroupSink(sid, where.topic, where.group, self.buffers, record_raw,
-                                 parse_work(self.config.work),
-                                 slow[1] if slow is not None and slow[0] == sid else 1.0)
-            self.sinks.append(sink)
-            self.subscriptions.append(
-                await client.subscribe(sid, [topics[where.topic]], sink, group=where.group))
-        # the worker of a group's first member samples its queue (one sampler per group)
-        firsts = {g: topics[t] for g, t in self.topology.groups().items()
-                  if self.topology.first_member(g) in self.spec.subs}
-        self.depth = DepthSampler(client, firsts)
-        for pid in self.spec.pubs:
-            pub = await client.publisher(pid)
-            self.runners.append(PublisherRunner(pid, pub, self.config, self.buffers))
-
-    async def _build_rpc(self, client: Client) -> None:
-        topics = self.config.topic_names()
-        for sid in self.spec.subs:
-            answerer = Answerer(sid, parse_work(self.config.work))
-            self.answerers.append(answerer)
-            topic = self.topology.listener(sid).topic
-            self.subscriptions.append(await client.responder(sid, [topics[topic]], answerer))
-        for pid in self.spec.pubs:
-            topic = pid % self.config.topics
-            runner: list[PublisherRunner] = []  # the sink asks it what was sent so far
-
-            def sent(runner: list[PublisherRunner] = runner, topic: int = topic) -> int:
-                return runner[0].seq[topic] if runner else 0
-
-            sink = ReplySink(pid, topic, self.buffers, self.config.rate is not None,
-                             int(self.config.timeout_s * NS), sent)
-            self.sinks.append(sink)
-            requester = await client.requester(pid, sink)
-            runner.append(PublisherRunner(
-                pid, RequestPublisher(requester, sink, self.config.inflight, self.config.timeout_s),
-                self.config, self.buffers, topics=(topic,)))
-            self.runners += runner
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -233,7 +172,7 @@ class Worker:
     async def _probe(self) -> None:
         next_status = 0.0
         while True:
-            for r in self.runners:
+            for r in self.clients.runners:
                 await r.probe()
             now = time.monotonic()
             if now >= next_status:
@@ -246,7 +185,7 @@ class Worker:
         missing: list[list[int | str]] = []
         heard: dict[str, set[int]] = {}
         topo = self.topology
-        for s in self.sinks:
+        for s in self.clients.sinks:
             if isinstance(s, GroupSink):
                 heard.setdefault(s.group, set()).update(s.heard)
                 continue
@@ -262,23 +201,22 @@ class Worker:
         self.tasks.clear()
         self.measure_start_ns = msg.measure_start_ns
         self.measure_end_ns = msg.measure_end_ns
-        for s in self.sinks:
+        for s in self.clients.sinks:
             s.measure_end_ns = msg.measure_end_ns
             if isinstance(s, GroupSink):
                 s.measure_start_ns = msg.measure_start_ns
-        if self.runners:
+        if self.clients.runners:
             self._spawn(self._publish(msg))
         self._spawn(self._report_loop())
-        if self.depth is not None:
-            self.depth.start()
+        if self.clients.depth is not None:
+            self.clients.depth.start()
         self._spawn(self._flush_loop())
         if self.config.churn_period_s:
             self._start_churn(msg)
 
     def _start_churn(self, msg: Start) -> None:
-        assert self.client is not None
         topics = self.config.topic_names()
-        for slot, sink in enumerate(self.sinks):
+        for slot, sink in enumerate(self.clients.sinks):
             if not isinstance(sink, SubscriberSink):
                 continue  # churn is a fan-out subscriber's absence
             windows = away_windows(
@@ -290,7 +228,8 @@ class Worker:
                 msg.measure_end_ns,
             )
             self._spawn(
-                churn(self.client, sink, [topics[sink.topic]], self.subscriptions, slot, windows)
+                churn(self.clients.client, sink, [topics[sink.topic]],
+                      self.clients.subscriptions, slot, windows)
             )
 
     async def _flush_loop(self) -> None:
@@ -298,26 +237,14 @@ class Worker:
         # milliseconds and show up as latency; a tenth of a second at a time does not.
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            self._flush()
-
-    def _flush(self) -> None:
-        b = self.buffers
-        for hist, buf in zip(
-            self.interval, (b.latency, b.latency_raw, b.publish_delay), strict=True
-        ):
-            if buf:
-                hist.record_array(buf)
-                del buf[:]
-        for name, buf in b.extra.items():
-            if buf:
-                self.extra.setdefault(name, Histogram()).record_array(buf)
-                del buf[:]
+            self.reporter.flush()
 
     async def _publish(self, msg: Start) -> None:
+        runners = self.clients.runners
         await asyncio.gather(
-            *(r.run(msg.start_ns, msg.measure_start_ns, msg.measure_end_ns) for r in self.runners)
+            *(r.run(msg.start_ns, msg.measure_start_ns, msg.measure_end_ns) for r in runners)
         )
-        published = [[r.pub_id, t, n] for r in self.runners for t, n in enumerate(r.measured)]
+        published = [[r.pub_id, t, n] for r in runners for t, n in enumerate(r.measured)]
         self.chan.send(PubDone(self.spec.worker, published))
 
     async def _report_loop(self) -> None:
@@ -337,43 +264,7 @@ class Worker:
                 self._report(time.monotonic_ns())
 
     def _report(self, at_ns: int) -> None:
-        self._flush()
-        hists = self.interval
-        self.interval = [Histogram(), Histogram(), Histogram()]
-        extra, self.extra = self.extra, {}
-        if self.config.rate is None:
-            hists[1] = hists[0]  # closed loop: uncorrected == corrected, see SubscriberSink
-        published = {(r.pub_id, t): n for r in self.runners for t, n in enumerate(r.measured)}
-        units, cpu_ns = inject.burnt()
-        totals = Counters.total(s.counters() for s in self.sinks) + Counters(
-            injected_units=units,
-            injected_cpu_ns=cpu_ns,
-            published=sum(published.values()),
-            expected=self.topology.owed(published),
-            latency_out_of_range=sum(h.out_of_range for h in
-                                     {id(h): h for h in [*hists, *extra.values()]}.values()),
-        )
-        deltas = totals - self._last
-        self._last = totals
-        events = [e for s in self.sinks for e in s.events]
-        new_events = events[self._events_sent :]
-        self._events_sent = len(events)
-        second = (at_ns - 1 - self.measure_start_ns) // NS
-        self.chan.send(
-            Report(
-                worker=self.spec.worker,
-                second=int(second),
-                latency=hists[0].encode(),
-                latency_raw=hists[1].encode(),
-                publish_delay=hists[2].encode(),
-                extra={name: h.encode() for name, h in extra.items()},
-                events=new_events,
-                counters=deltas.to_json(),
-                members=[[s.sub_id, *s.interval(at_ns)] for s in self.sinks
-                         if isinstance(s, GroupSink)],
-                depth=self.depth.latest() if self.depth is not None else {},
-            )
-        )
+        self.chan.send(self.reporter.report(self.clients, at_ns, self.measure_start_ns))
 
     async def _stop(self) -> None:
         for t in self.tasks:
@@ -381,42 +272,12 @@ class Worker:
         self.tasks.clear()
         self._final_totals()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._close_all(), CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(self.clients.close(), CLOSE_TIMEOUT_S)
 
     def _final_totals(self) -> None:
         """The last Report and the Done: per-subscriber totals and group members' sets."""
         self._report(time.monotonic_ns())
-        received = {str(s.sub_id): s.received_set.encode() for s in self.sinks
-                    if isinstance(s, GroupSink)}
-        self.chan.send(Done(self.spec.worker,
-                            [*(s.totals() for s in self.sinks),
-                             *(a.totals() for a in self.answerers)], received))
-
-    async def _close_all(self) -> None:
-        if self.depth is not None:
-            await self.depth.stop()
-        for s in self.sinks:
-            if isinstance(s, GroupSink):
-                s.close()
-        for a in self.answerers:
-            a.close()
-        for sub in self.subscriptions:
-            await sub.close()
-        for r in self.runners:
-            await r.publisher.close()
-        if self.client is not None:
-            await self.client.close()
-
-
-def _injected_cost_ns() -> int:
-    """``MSGBENCH_INJECT_COST_NS``: CPU burnt per delivered message, to test regression gates.
-
-    Recorded in the result's environment, so a slowed run never passes for a normal one.
-    """
-    try:
-        return max(0, int(os.environ.get(INJECT_ENV, "0")))
-    except ValueError:
-        return 0
+        self.chan.send(self.reporter.done(self.clients))
 
 
 def worker_main(spec_json: str, conn: Connection) -> None:
