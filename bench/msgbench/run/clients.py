@@ -10,10 +10,12 @@ the replies.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from msgbench.api.target import Client, Pattern, Subscription
 from msgbench.run.answer import Answerer
+from msgbench.run.control import Flow
 from msgbench.run.depth import DepthSampler
 from msgbench.run.inflight import RequestPublisher
 from msgbench.run.publisher import PublisherRunner
@@ -49,11 +51,21 @@ class Clients:
                 s.close()
         for a in self.answerers:
             a.close()
-        for sub in self.subscriptions:
-            await sub.close()
-        for r in self.runners:
-            await r.publisher.close()
+        # all at once: against a stopped server each close waits out its own timeout
+        await asyncio.gather(*(sub.close() for sub in self.subscriptions))
+        await asyncio.gather(*(r.publisher.close() for r in self.runners))
         await self.client.close()
+
+    def flow(self, worker: int, at_ns: int) -> Flow:
+        """What the stall watchdog needs of this worker now (:class:`Flow`)."""
+        return Flow(worker, at_ns,
+                    sent=sum(r.published_total for r in self.runners),
+                    # tasks finished count too: a member busy with what it holds
+                    # receives nothing meanwhile, and that is slow, not stalled
+                    arrived=sum(s.received + s.delivered for s in self.sinks)
+                    + sum(a.answered for a in self.answerers),
+                    listening=sum(not s.away and s.disconnect_reason is None
+                                  for s in self.sinks))
 
 
 async def build_clients(client: Client, config: RunConfig, topology: Topology, buffers: Buffers,

@@ -93,7 +93,8 @@ class Flow:
     sent: int
     """Messages its publishers handed to the target, warm-up included."""
     arrived: int
-    """Messages its subscribers received (deliveries, tasks, replies)."""
+    """Messages its subscribers received (deliveries, tasks, replies) plus the tasks they
+    finished and the requests its responders answered: any change is progress."""
     listening: int
     """Its subscriptions that are connected and not away (churn)."""
 

@@ -25,6 +25,7 @@ from msgbench.run.blame import blame_server, interrupted, probe_failure
 from msgbench.run.control import (
     Done,
     Failed,
+    Flow,
     Message,
     Probe,
     ProbeStatus,
@@ -38,6 +39,7 @@ from msgbench.run.plan import WorkerPlan, plan_workers
 from msgbench.run.pool import POLL_S, RunAborted, WorkerHandle, WorkerPool
 from msgbench.run.replies import LEGS
 from msgbench.run.shared import TASK_HISTOGRAMS
+from msgbench.run.stall import StallWatch, server_named, stall_watch
 from msgbench.run.watch import ServerWatch
 from msgbench.workload.config import RunConfig
 from msgbench.workload.topology import Accounting
@@ -92,6 +94,7 @@ class Coordinator:
         self.plans: list[WorkerPlan] = []
         self.measure_started_at = ""
         self.watch = ServerWatch(())
+        self.stall: StallWatch | None = None
 
     # -- public -----------------------------------------------------------
     def run(self) -> RunResult:
@@ -172,6 +175,7 @@ class Coordinator:
         self.measure_start_ns = start_ns + int(cfg.warmup_s * NS)
         measure_end_ns = self.measure_start_ns + int(cfg.duration_s * NS)
         self.pool.broadcast(Start(start_ns, self.measure_start_ns, measure_end_ns))
+        self.stall = stall_watch(cfg, self.pool.workers, self.measure_start_ns)
         self.watch_heartbeat = True
         for w in self.pool.workers:
             w.last_heard = time.monotonic()
@@ -294,9 +298,17 @@ class Coordinator:
         why = self.watch.check()
         if why is not None:
             raise RunAborted(why)
+        if self.stall is not None and self.measure_start_ns and not self.measure_end_ns:
+            stall = self.stall.check()
+            if stall is not None:
+                raise RunAborted(f"{server_named(self.endpoint, self.config.target)} stopped "
+                                 f"answering: {stall.describe(self.measure_start_ns)}")
 
     def _handle(self, w: WorkerHandle, msg: Message, tolerate: bool) -> None:
-        if isinstance(msg, Report):
+        if isinstance(msg, Flow):
+            if self.stall is not None:
+                self.stall.feed(msg)
+        elif isinstance(msg, Report):
             self.agg.add_report(msg)
             for event in msg.events:
                 if event not in self.reasons:

@@ -17,9 +17,18 @@ stall of the server.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from msgbench.api.target import Endpoint
+from msgbench.kit.urls import mask_url
 from msgbench.run.control import Flow
+from msgbench.workload.config import RunConfig
+from msgbench.workload.work import parse_slow_worker, parse_work
+
+if TYPE_CHECKING:  # the workers import this module for FLOW_INTERVAL_S; the pool is not theirs
+    from msgbench.run.pool import WorkerHandle
 
 NS = 1_000_000_000
 FLOW_INTERVAL_S = 0.1
@@ -45,14 +54,14 @@ class Stall:
         owed = (f"{self.sent_meanwhile:,} messages were sent meanwhile" if self.sent_meanwhile
                 else "the publishers could send nothing more")
         return (f"nothing arrived for {self.silent_s:.1f} s from {max(at, 0.0):.1f} s into the "
-                f"measurement, while {self.listening} subscribers listened and {owed}")
+                f"measurement, while {self.listening} subscriptions listened and {owed}")
 
 
 class StallWatch:
     """Fed each worker's :class:`Flow`; :meth:`check` says whether the run has stalled.
 
-    ``subscriber_workers``: the workers whose subscribers' arrivals are counted (each
-    must have reported past the silent span before a stall is declared). ``due``: messages
+    ``subscriber_workers``: the workers whose arrivals are counted (each must have reported
+    past the silent span before a stall is declared). ``due``: messages
     are due all the time (closed loop, or a rate of at least one message per stall
     interval), so publishers that send nothing are blocked, not idle.
     """
@@ -102,3 +111,29 @@ def stall_interval_s(stall_s: float, longest_per_message_s: float) -> float:
     """The interval a run uses: ``stall_s``, or :data:`WORK_FACTOR` times the longest a
     subscriber may spend on one message, whichever is longer."""
     return max(stall_s, WORK_FACTOR * longest_per_message_s)
+
+
+def stall_watch(cfg: RunConfig, workers: Sequence[WorkerHandle],
+                start_ns: int) -> StallWatch | None:
+    """The run's watch, or None with ``--stall-timeout 0s``: its interval covers the longest
+    a subscriber may spend on one message, every worker is heard, and
+    messages are due all the time in closed loop or at a rate of one per interval or more."""
+    if cfg.stall_timeout_s <= 0:
+        return None
+    slow = parse_slow_worker(cfg.slow_worker)
+    longest = max(cfg.sub_delay_s, parse_work(cfg.work).mean_s * (slow[1] if slow else 1.0))
+    interval = stall_interval_s(cfg.stall_timeout_s, longest)
+    due = cfg.rate is None or cfg.rate * interval >= 1.0
+    # every worker: an rpc run's replies arrive at its requesters, in publisher workers
+    return StallWatch(interval, frozenset(w.spec.worker for w in workers), due, start_ns)
+
+
+def server_named(endpoint: Endpoint, target: str) -> str:
+    """Who a stall is blamed on: the server's URL (masked) when the user gave one, else the
+    server processes the target started, else the target's servers."""
+    url = endpoint.info.get("url")
+    if url:
+        return f"the server at {mask_url(str(url))}"
+    if endpoint.processes:
+        return ", ".join(f"{p.role} (pid {p.pid})" for p in endpoint.processes)
+    return f"{target}'s server"

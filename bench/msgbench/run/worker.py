@@ -39,6 +39,7 @@ from msgbench.run.control import (
 from msgbench.run.reporting import Reporter
 from msgbench.run.shared import GroupSink
 from msgbench.run.sink import Buffers, SubscriberSink
+from msgbench.run.stall import FLOW_INTERVAL_S
 from msgbench.workload.config import RunConfig
 from msgbench.workload.topology import requester_scope, subscriber_scope
 
@@ -208,6 +209,8 @@ class Worker:
         if self.clients.runners:
             self._spawn(self._publish(msg))
         self._spawn(self._report_loop())
+        if self.config.stall_timeout_s > 0:
+            self._spawn(self._flow_loop())
         if self.clients.depth is not None:
             self.clients.depth.start()
         self._spawn(self._flush_loop())
@@ -262,6 +265,13 @@ class Worker:
             else:
                 await asyncio.sleep(DRAIN_REPORT_INTERVAL_S)
                 self._report(time.monotonic_ns())
+
+    async def _flow_loop(self) -> None:
+        """The stall watchdog's counts, every :data:`FLOW_INTERVAL_S` of the measured window."""
+        await asyncio.sleep(max(0, self.measure_start_ns - time.monotonic_ns()) / NS)
+        while (now := time.monotonic_ns()) < self.measure_end_ns:
+            self.chan.send(self.clients.flow(self.spec.worker, now))
+            await asyncio.sleep(FLOW_INTERVAL_S)
 
     def _report(self, at_ns: int) -> None:
         self.chan.send(self.reporter.report(self.clients, at_ns, self.measure_start_ns))

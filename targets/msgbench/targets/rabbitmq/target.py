@@ -18,9 +18,9 @@ import contextlib
 import importlib.util
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from pamqp import commands
 
@@ -56,6 +56,10 @@ DEFAULT_PREFETCH = 1000
 DEFAULT_ACK = "multi:250"
 _ACK_RE = re.compile(r"^(auto|each|multi(?::(\d+))?)$")
 CLEANUP_TIMEOUT_S = 5.0
+_T = TypeVar("_T")
+CLEANUP_STEP_TIMEOUT_S = 1.0
+"""One step of the clean-up of a user's broker (connect, one delete): a healthy broker
+answers in milliseconds, and one that stopped must not hold the run's exit up for long."""
 RPC_SIZE_MAX = FRAME_MAX - 8
 """A responder reads a request's return address from one-frame deliveries only."""
 PREFETCH_MAX = 65_535
@@ -183,22 +187,32 @@ def durable_queues(layout: Layout, subs: int, pattern: str) -> list[str]:
 
 
 async def _cleanup(url: AmqpUrl, layout: Layout, queues: list[str]) -> str:
-    conn = await connect(url)
+    conn = await _step(connect(url))
     try:
         for queue in queues:
-            await conn.call(commands.Queue.Delete(queue=queue), commands.Queue.DeleteOk)
+            await _step(conn.call(commands.Queue.Delete(queue=queue), commands.Queue.DeleteOk))
         for name in layout.exchanges():
-            await conn.call(commands.Exchange.Delete(exchange=name), commands.Exchange.DeleteOk)
+            await _step(conn.call(commands.Exchange.Delete(exchange=name),
+                                  commands.Exchange.DeleteOk))
     finally:
         conn.close()
     return f"deleted the run's exchanges and queues msgbench.{layout.run_id}.*"
 
 
+async def _step(call: Coroutine[Any, Any, _T]) -> _T:
+    return await asyncio.wait_for(call, CLEANUP_STEP_TIMEOUT_S)
+
+
 def cleanup(url: AmqpUrl, layout: Layout, queues: list[str]) -> str:
-    """Best effort: delete the run's exchanges and durable ``queues`` from a user's broker."""
+    """Best effort: delete the run's exchanges and durable ``queues`` from a user's broker;
+    a broker that does not answer one step within :data:`CLEANUP_STEP_TIMEOUT_S` (the run
+    may have failed because it stopped) is left as it is."""
     try:
         return asyncio.run(asyncio.wait_for(_cleanup(url, layout, queues), CLEANUP_TIMEOUT_S))
-    except (AmqpError, TimeoutError) as exc:
+    except TimeoutError:
+        return (f"exchanges and queues msgbench.{layout.run_id}.* may be left: the broker did "
+                "not answer in time")
+    except AmqpError as exc:
         return f"exchanges and queues msgbench.{layout.run_id}.* may be left: {exc}"
 
 

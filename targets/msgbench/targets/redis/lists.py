@@ -58,7 +58,7 @@ from msgbench.kit.resp import (
 from msgbench.targets.redis.faults import redis_faults
 from msgbench.targets.redis.gauge import Gauge
 from msgbench.targets.redis.pubsub import PipelinedPublisher, RedisTarget
-from msgbench.targets.redis.queues import duration_ms, split_marked
+from msgbench.targets.redis.queues import AFTER_RUN_TIMEOUT_S, duration_ms, split_marked
 from msgbench.targets.redis.reaper import (
     Reaper,
     consumers_key,
@@ -378,7 +378,12 @@ def _after(info: dict[str, JSON], reaper: Reaper, mode: str) -> None:
 
 def _delete_keys(slots: SlotMap, topics: Sequence[str]) -> str:
     """Best effort: delete the run's lists from a user's server; say what happened."""
-    return asyncio.run(_delete_async(slots.nodes, slots, topics))
+    try:
+        return asyncio.run(asyncio.wait_for(_delete_async(slots.nodes, slots, topics),
+                                            AFTER_RUN_TIMEOUT_S))
+    except TimeoutError:
+        return (f"lists msgbench:list:* left on the server: no answer within "
+                f"{AFTER_RUN_TIMEOUT_S:g} s")
 
 
 async def _delete_async(nodes: Sequence[RedisAddress], slots: SlotMap,

@@ -15,10 +15,11 @@ from msgbench.api.target import JSON, PAYLOAD_FIRST_BYTE_MAX, TargetError
 
 REDELIVERED_MARK = 0xFF
 """First byte of a task the reaper put back (no payload starts with it)."""
-COUNT_TIMEOUT_S = 0.5
-"""How long an after-run count of what a design's keys still hold may wait for the server: a
-healthy one answers in microseconds, a stopped one (the run failed for it) must not hold the
-run's exit up for a client's whole socket timeout."""
+AFTER_RUN_TIMEOUT_S = 0.5
+"""How long a query after the run (what a design's keys still hold, deleting the run's keys
+from a user's server) may wait for the server: a healthy one answers in microseconds, a
+stopped or unreachable one (the run failed for it) must not hold the run's exit up for a
+client's whole socket timeout."""
 assert REDELIVERED_MARK > PAYLOAD_FIRST_BYTE_MAX
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$")

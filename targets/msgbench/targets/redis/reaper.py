@@ -25,7 +25,7 @@ from redis.retry import Retry
 
 from msgbench.api.target import JSON
 from msgbench.kit.redis_cluster import RedisAddress, SlotMap
-from msgbench.targets.redis.queues import COUNT_TIMEOUT_S
+from msgbench.targets.redis.queues import AFTER_RUN_TIMEOUT_S
 
 # LPOP takes the newest task of the processing list first and RPUSH puts it at the
 # consuming end, so the oldest one ends up nearest that end: order is kept.
@@ -144,7 +144,7 @@ class Reaper:
             for topic in self.topics:
                 node = self.slots.node_for(queue_key(topic))
                 if node not in clients:
-                    clients[node] = _client(self.slots.nodes[node], COUNT_TIMEOUT_S)
+                    clients[node] = _client(self.slots.nodes[node], AFTER_RUN_TIMEOUT_S)
                 client = clients[node]
                 queued += int(client.llen(queue_key(topic)))
                 members: Any = client.smembers(consumers_key(topic))

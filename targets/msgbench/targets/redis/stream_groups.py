@@ -31,7 +31,7 @@ from msgbench.kit.resp import (
     command_head,
     pipeline,
 )
-from msgbench.targets.redis.queues import COUNT_TIMEOUT_S, duration_ms
+from msgbench.targets.redis.queues import AFTER_RUN_TIMEOUT_S, duration_ms
 
 ACKS = ("batch", "each")
 DEFAULT_COUNT = 10
@@ -191,12 +191,12 @@ def group_counts(reply: Any) -> dict[str, tuple[int, int | None]]:
 async def groups_left(slots: SlotMap, keys: Sequence[str]) -> dict[str, JSON] | str:
     """Per group, entries still pending (delivered, never acknowledged) and not yet read
     (``lag``, Redis 7) over ``keys``, from ``XINFO GROUPS``; {} when no stream has a group.
-    A failure, or no answer within :data:`COUNT_TIMEOUT_S`, is returned as one line (this is
+    A failure, or no answer within :data:`AFTER_RUN_TIMEOUT_S`, is returned as one line (this is
     a best-effort record for the result)."""
     try:
-        return await asyncio.wait_for(_groups_left(slots, keys), COUNT_TIMEOUT_S)
+        return await asyncio.wait_for(_groups_left(slots, keys), AFTER_RUN_TIMEOUT_S)
     except TimeoutError:
-        return f"unknown: the server did not answer within {COUNT_TIMEOUT_S:g} s"
+        return f"unknown: the server did not answer within {AFTER_RUN_TIMEOUT_S:g} s"
 
 
 async def _groups_left(slots: SlotMap, keys: Sequence[str]) -> dict[str, JSON] | str:

@@ -48,6 +48,7 @@ from msgbench.kit.resp import (
 from msgbench.targets.redis.faults import redis_faults
 from msgbench.targets.redis.gauge import Gauge
 from msgbench.targets.redis.pubsub import PipelinedPublisher, RedisTarget
+from msgbench.targets.redis.queues import AFTER_RUN_TIMEOUT_S
 from msgbench.targets.redis.stream_cursor import (
     BLOCK_MS,
     READ_COUNT,
@@ -282,9 +283,13 @@ class RedisStreamsTarget(Target):
 def _delete_streams(url: str, topics: Sequence[str]) -> str:
     """Best effort: delete this run's streams from a user's server; say what happened."""
     import redis  # redis-py, only for this one-off clean-up
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        client = redis.Redis.from_url(url, socket_connect_timeout=AFTER_RUN_TIMEOUT_S,
+                                      socket_timeout=AFTER_RUN_TIMEOUT_S,
+                                      retry=Retry(NoBackoff(), 0))
         with contextlib.closing(client):
             for t in topics:  # one key per call: in a cluster the keys live on several nodes
                 client.delete(stream_key(t))
