@@ -24,19 +24,16 @@ What ZeroMQ does and msgbench reports rather than hides:
 * a dead forwarder: in proxy mode a socket monitor turns a lost connection to
   it into an exception from ``publish`` and ``Sink.disconnected``.
 
-Receiving drains a plain (non-asyncio) socket in batches from the loop's
-reader callback: one ``deliver`` per drain instead of one await per message.
+The PUB/SUB sockets themselves, and how they are drained, are :mod:`.pubsub`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import zmq
 
 from msgbench.api.target import (
@@ -57,11 +54,11 @@ from msgbench.api.target import (
     TargetOption,
 )
 from msgbench.api.variants import mode_variants
-from msgbench.kit.zmq_watch import LinkWatch, readable
-from msgbench.targets.zmq import brokered, pipeline, rpc
+from msgbench.targets.zmq import brokered, pipeline, pubsub, rpc
 from msgbench.targets.zmq.faults import ZMQ_FAULTS
 from msgbench.targets.zmq.lbbroker import broker
 from msgbench.targets.zmq.proxy import forwarder
+from msgbench.targets.zmq.pubsub import LINGER_MS
 from msgbench.targets.zmq.settings import (
     BROADCAST_MODES,
     DEFAULT_CREDIT,
@@ -80,138 +77,6 @@ from msgbench.targets.zmq.settings import (
 from msgbench.targets.zmq.waiting import ZmqLinkLost
 
 __all__ = ["Settings", "ZmqLinkLost", "ZmqTarget", "topic_prefix"]
-
-MAX_BATCH = 1024
-"""Messages taken from a socket per reader callback; then the loop gets a turn."""
-LINGER_MS = 1000
-"""How long closing a publisher may wait to flush what it queued; bounds a close."""
-NODROP_WAIT_MS = 2
-"""How long a ``--zmq-nodrop`` publisher at the high-water mark blocks in ``send`` for room
-before it gives the worker's loop a turn. ZeroMQ wakes a blocked send the moment there is
-room; sleeping on a timer instead idles the pipe for a whole millisecond tick."""
-
-_NOBLOCK = zmq.NOBLOCK
-
-
-class _Publisher(Publisher):
-    def __init__(self, sock: zmq.Socket[bytes], proxy: str | None, nodrop: bool) -> None:
-        self.sock = sock
-        self.nodrop = nodrop
-        self.prefixes: dict[str, bytes] = {}
-        self.lost: str | None = None
-        self.watch = LinkWatch(sock, self._lost) if proxy else None
-        # The backend's send, without the Python wrapper's keyword handling: about a third
-        # of the per-message cost of sending.
-        self._send = super(zmq.Socket, sock).send
-
-    def _lost(self, endpoint: str) -> None:
-        self.lost = self.lost or f"lost the connection to the zmq forwarder at {endpoint}"
-
-    def _prefix(self, topic: str) -> bytes:
-        if self.lost:
-            raise ZmqLinkLost(self.lost)
-        prefix = self.prefixes.get(topic)
-        if prefix is None:
-            prefix = self.prefixes[topic] = topic_prefix(topic)
-        return prefix
-
-    async def publish(self, topic: str, payloads: Sequence[bytes]) -> None:
-        """Queue every payload; at the high-water mark PUB drops, ``--zmq-nodrop`` waits."""
-        prefix = self._prefix(topic)
-        await self._send_all([prefix + p for p in payloads])
-
-    async def publish_block(self, topic: str, block: bytes, count: int, size: int) -> None:
-        """:meth:`publish` for payloads lying back to back: prefixed all at once with numpy."""
-        prefix = self._prefix(topic)
-        rows = np.empty((count, len(prefix) + size), np.uint8)
-        rows[:, : len(prefix)] = np.frombuffer(prefix, np.uint8)
-        rows[:, len(prefix) :] = np.frombuffer(block, np.uint8, count * size).reshape(count, size)
-        data, step = rows.tobytes(), len(prefix) + size
-        await self._send_all([data[i : i + step] for i in range(0, count * step, step)])
-
-    async def _send_all(self, messages: list[bytes]) -> None:
-        send = self._send
-        if not self.nodrop:  # a PUB socket never says Again: it drops at the mark
-            for m in messages:
-                send(m, _NOBLOCK)
-            return
-        i, n = 0, len(messages)
-        while i < n:
-            try:
-                while i < n:
-                    send(messages[i], _NOBLOCK)
-                    i += 1
-            except zmq.Again:  # XPUB_NODROP at the mark: wait for room
-                # An XPUB reports POLLOUT even when full (libzmq's distributor always claims
-                # room), so there is no FD edge to await: block briefly in ZeroMQ instead
-                # (SNDTIMEO is NODROP_WAIT_MS), then let the loop run.
-                try:
-                    send(messages[i], 0)
-                    i += 1
-                except zmq.Again:
-                    if self.lost:
-                        raise ZmqLinkLost(self.lost) from None
-                    await asyncio.sleep(0)
-
-    async def close(self) -> None:
-        """Close, letting ZeroMQ flush for at most :data:`LINGER_MS`."""
-        if self.watch is not None:
-            self.watch.close()
-        self.sock.close(linger=LINGER_MS)
-
-
-class _Subscription(Subscription):
-    def __init__(self, sock: zmq.Socket[bytes], cut: int | None, sink: Sink,
-                 proxy: str | None) -> None:
-        self.sock = sock
-        self.sink = sink
-        self.cut = cut
-        self.closed = False
-        self.loop = asyncio.get_running_loop()
-        self.fd: int = sock.FD
-        self.watch = LinkWatch(sock, self._lost) if proxy else None
-        self.loop.add_reader(self.fd, self._drain)
-        # A pipe that was never read from signals nothing: read once to arm the FD.
-        self.loop.call_soon(self._drain)
-
-    def _lost(self, endpoint: str) -> None:
-        self.sink.disconnected(f"lost the connection to the zmq forwarder at {endpoint}")
-
-    def _drain(self) -> None:
-        if self.closed:
-            return
-        recv = self.sock.recv
-        batch: list[bytes] = []
-        append = batch.append
-        cut = self.cut
-        more = True
-        try:
-            if cut is not None:  # the sink skips the prefix itself: no copy per message
-                for _ in range(MAX_BATCH):
-                    append(recv(_NOBLOCK))
-            else:  # topics of different lengths: read each message's length byte
-                for _ in range(MAX_BATCH):
-                    m = recv(_NOBLOCK)
-                    append(m[m[0] + 1 :])
-        except zmq.Again:
-            # Edge-triggered FD: it will not fire again for messages already queued,
-            # so ask ZeroMQ directly before waiting for the next edge.
-            more = readable(self.sock)
-        if batch:
-            self.sink.deliver(batch, cut or 0)
-        if more:
-            self.loop.call_soon(self._drain)  # full batch: let the rest of the loop run first
-
-    async def close(self) -> None:
-        """Stop receiving and close the socket at once (nothing to flush)."""
-        if self.closed:
-            return
-        self.closed = True
-        if self.watch is not None:
-            self.watch.close()
-        self.loop.remove_reader(self.fd)
-        self.sock.close(linger=0)
-
 
 class _ZmqClient(Client):
     def __init__(self, endpoint: Mapping[str, JSON], settings: Settings) -> None:
@@ -247,23 +112,7 @@ class _ZmqClient(Client):
             return pipeline.open_publisher(self.endpoint, pub_id, self._socket)
         if mode == "broker":
             return brokered.open_publisher(self.endpoint, self._socket)
-        nodrop = self.settings.nodrop
-        sock = self._socket(zmq.XPUB if nodrop else zmq.PUB)
-        if nodrop:
-            sock.setsockopt(zmq.XPUB_NODROP, 1)
-            sock.setsockopt(zmq.SNDTIMEO, NODROP_WAIT_MS)
-        proxy: str | None = None
-        try:
-            if self.endpoint["mode"] == "mesh":
-                addr = self.endpoint["pubs"][pub_id]
-                sock.bind(addr)
-            else:
-                proxy = addr = self.endpoint["xsub"]
-                sock.connect(addr)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise TargetError(f"publisher {pub_id} cannot use {addr}: {exc}") from None
-        return _Publisher(sock, proxy, nodrop)
+        return pubsub.open_publisher(self.endpoint, pub_id, self._socket, self.settings.nodrop)
 
     async def subscribe(self, sub_id: int, topics: Sequence[str], sink: Sink,
                         group: str | None = None) -> Subscription:
@@ -282,20 +131,7 @@ class _ZmqClient(Client):
                 return pipeline.open_worker(self.endpoint, topic, sink, self._socket)
             return brokered.open_worker(self.endpoint, sub_id, topic, sink, self._socket,
                                         self.settings.credit)
-        sock = self._socket(zmq.SUB)
-        prefixes = [topic_prefix(t) for t in topics]
-        for p in prefixes:
-            sock.setsockopt(zmq.SUBSCRIBE, p)
-        lengths = {len(p) for p in prefixes}
-        cut = lengths.pop() if len(lengths) == 1 else None
-        proxy: str | None = None
-        if self.endpoint["mode"] == "mesh":
-            for addr in self.endpoint["pubs"]:
-                sock.connect(addr)
-        else:
-            proxy = self.endpoint["xpub"]
-            sock.connect(proxy)
-        return _Subscription(sock, cut, sink, proxy)
+        return pubsub.open_subscriber(self.endpoint, topics, sink, self._socket)
 
     async def close(self) -> None:
         """Close whatever is still open, then the context (bounded by the linger)."""
