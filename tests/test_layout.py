@@ -25,9 +25,6 @@ LEAVES = {"msgbench.accounting.counters", "msgbench.kit.urls", "msgbench.run.inj
 TARGET_MAY_IMPORT = {"api", "kit"}
 MAX_LINES = 400
 """Longest a source module may be: beyond it a module mixes jobs (issue 23)."""
-BEING_SPLIT = {"bench/msgbench/cli/main.py"}
-"""Modules over :data:`MAX_LINES` whose split is under way on another branch; an entry whose
-module is back under the limit fails the test, so none outlives its split."""
 
 
 def _module(path: Path) -> str:
@@ -124,7 +121,5 @@ def test_no_module_is_over_the_line_limit() -> None:
     assert any(p.startswith("targets/") for p in lines) and any(
         p.startswith("bench/") for p in lines), "both trees are counted"
     long = sorted(f"{p}: {n} lines" for p, n in lines.items()
-                  if n > MAX_LINES and p not in BEING_SPLIT)
+                  if n > MAX_LINES)
     assert not long, f"over {MAX_LINES} lines, split along its jobs: {long}"
-    done = sorted(p for p in BEING_SPLIT if lines.get(p, 0) <= MAX_LINES)
-    assert not done, f"no longer over {MAX_LINES} lines: drop from BEING_SPLIT: {done}"

@@ -45,7 +45,7 @@ from msgbench.api.target import (
     TargetOption,
 )
 from msgbench.api.variants import mode_variants
-from msgbench.kit.redis_cluster import RedisAddress, SlotMap, address, connect, deploy
+from msgbench.kit.redis_cluster import SlotMap, address, connect, deploy
 from msgbench.kit.redis_server import REDIS_URL_OPTION
 from msgbench.kit.resp import (
     REPLY_TIMEOUT_S,
@@ -58,10 +58,11 @@ from msgbench.kit.resp import (
 from msgbench.targets.redis.faults import redis_faults
 from msgbench.targets.redis.gauge import Gauge
 from msgbench.targets.redis.pubsub import PipelinedPublisher, RedisTarget
-from msgbench.targets.redis.queues import AFTER_RUN_TIMEOUT_S, duration_ms, split_marked
+from msgbench.targets.redis.queues import duration_ms, split_marked
 from msgbench.targets.redis.reaper import (
     Reaper,
     consumers_key,
+    delete_keys,
     lease_key,
     processing_key,
     queue_key,
@@ -339,7 +340,7 @@ class RedisListTarget(Target):
         url = spec.options.get("redis_url")
         with deploy(url) as dep:
             if url:
-                _delete_keys(dep.slots, spec.topics)  # a previous run's tasks are not ours
+                delete_keys(dep.slots, spec.topics)  # a previous run's tasks are not ours
             info: dict[str, JSON] = {**dep.info, "list_mode": mode, "list_count": count,
                                      "block_s": BLOCK_S}
             reaper = Reaper(dep.slots, spec.topics, reap_ms / REAP_CHECKS / 1000)
@@ -353,7 +354,7 @@ class RedisListTarget(Target):
                 yield Endpoint(data=data, processes=dep.processes, info=info)
             _after(info, reaper, mode)
             if url:
-                info["cleanup"] = _delete_keys(dep.slots, spec.topics)
+                info["cleanup"] = delete_keys(dep.slots, spec.topics)
 
     def client(self, endpoint: Mapping[str, JSON], options: Mapping[str, JSON]) -> Client:
         """A :class:`ListClient` for this worker."""
@@ -374,32 +375,3 @@ def _after(info: dict[str, JSON], reaper: Reaper, mode: str) -> None:
         info["left"] = reaper.lengths()
     except redis.RedisError as exc:
         info["left"] = f"unknown: {exc}"
-
-
-def _delete_keys(slots: SlotMap, topics: Sequence[str]) -> str:
-    """Best effort: delete the run's lists from a user's server; say what happened."""
-    try:
-        return asyncio.run(asyncio.wait_for(_delete_async(slots.nodes, slots, topics),
-                                            AFTER_RUN_TIMEOUT_S))
-    except TimeoutError:
-        return (f"lists msgbench:list:* left on the server: no answer within "
-                f"{AFTER_RUN_TIMEOUT_S:g} s")
-
-
-async def _delete_async(nodes: Sequence[RedisAddress], slots: SlotMap,
-                        topics: Sequence[str]) -> str:
-    try:
-        for t in topics:
-            conn = await connect(nodes[slots.node_for(queue_key(t))], RespConnection)
-            try:
-                members = await conn.call("SMEMBERS", consumers_key(t))
-                keys = [queue_key(t), consumers_key(t)]
-                for m in members:
-                    c = m.decode()
-                    keys += [processing_key(t, c), lease_key(t, c)]
-                await conn.call("DEL", *keys)
-            finally:
-                conn.close()
-    except RespError as exc:
-        return f"lists msgbench:list:* left on the server: {exc}"
-    return "deleted the run's lists msgbench:list:*"

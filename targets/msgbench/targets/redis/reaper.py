@@ -8,11 +8,14 @@ consumer of each topic and, when its lease has expired, moves everything in
 its processing list back to the consuming end of the queue in one Lua script
 (atomic: a task is in exactly one list at every moment), each task prefixed
 with :data:`~msgbench.targets.redis.queues.REDELIVERED_MARK` so the worker
-that takes it says ``redelivered``. What it did is kept for the result.
+that takes it says ``redelivered``. What it did is kept for the result. The run's keys
+(queues, processing lists, leases) are named here, and :func:`delete_keys` takes them off a
+user's server again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -24,7 +27,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from msgbench.api.target import JSON
-from msgbench.kit.redis_cluster import RedisAddress, SlotMap
+from msgbench.kit.redis_cluster import RedisAddress, SlotMap, connect
+from msgbench.kit.resp import RespConnection, RespError
 from msgbench.targets.redis.queues import AFTER_RUN_TIMEOUT_S
 
 # LPOP takes the newest task of the processing list first and RPUSH puts it at the
@@ -154,3 +158,32 @@ class Reaper:
             for client in clients.values():
                 client.close()
         return {"queued": queued, "in_processing_lists": held}
+
+
+def delete_keys(slots: SlotMap, topics: Sequence[str]) -> str:
+    """Best effort: delete the run's lists from a user's server; say what happened."""
+    try:
+        return asyncio.run(asyncio.wait_for(_delete_async(slots.nodes, slots, topics),
+                                            AFTER_RUN_TIMEOUT_S))
+    except TimeoutError:
+        return (f"lists msgbench:list:* left on the server: no answer within "
+                f"{AFTER_RUN_TIMEOUT_S:g} s")
+
+
+async def _delete_async(nodes: Sequence[RedisAddress], slots: SlotMap,
+                        topics: Sequence[str]) -> str:
+    try:
+        for t in topics:
+            conn = await connect(nodes[slots.node_for(queue_key(t))], RespConnection)
+            try:
+                members = await conn.call("SMEMBERS", consumers_key(t))
+                keys = [queue_key(t), consumers_key(t)]
+                for m in members:
+                    c = m.decode()
+                    keys += [processing_key(t, c), lease_key(t, c)]
+                await conn.call("DEL", *keys)
+            finally:
+                conn.close()
+    except RespError as exc:
+        return f"lists msgbench:list:* left on the server: {exc}"
+    return "deleted the run's lists msgbench:list:*"
