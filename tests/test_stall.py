@@ -3,8 +3,9 @@ silence while messages are owed is a stall; slow, idle, unheard or away is not."
 
 from __future__ import annotations
 
+from msgbench.api.target import Endpoint, ServerProcess
 from msgbench.run.control import Flow
-from msgbench.run.stall import NS, StallWatch, stall_interval_s
+from msgbench.run.stall import NS, StallWatch, server_named, stall_interval_s
 
 MS = NS // 1000
 
@@ -70,3 +71,12 @@ def test_a_worker_not_heard_from_is_no_evidence() -> None:
 def test_the_interval_covers_the_longest_time_spent_on_one_message() -> None:
     assert stall_interval_s(1.0, 0.001) == 1.0
     assert stall_interval_s(1.0, 2.0) == 6.0
+
+
+def test_a_stall_names_the_server_by_its_processes_or_its_masked_url() -> None:
+    given = Endpoint(info={"url": "amqp://u:s3cret@127.0.0.1:5672/"})
+    assert server_named(given, "rabbitmq") == "the server at amqp://u:***@127.0.0.1:5672/"
+    own = Endpoint(processes=(ServerProcess("redis-server", 42),),
+                   info={"url": "redis://127.0.0.1:6380/0"})
+    assert server_named(own, "redis") == "redis-server (pid 42) at redis://127.0.0.1:6380/0"
+    assert server_named(Endpoint(), "inproc") == "inproc's server"

@@ -129,11 +129,11 @@ def stall_watch(cfg: RunConfig, workers: Sequence[WorkerHandle],
 
 
 def server_named(endpoint: Endpoint, target: str) -> str:
-    """Who a stall is blamed on: the server's URL (masked) when the user gave one, else the
-    server processes the target started, else the target's servers."""
+    """Who a stall is blamed on: the server processes the target started (by role and
+    pid) and where they listen, or the server at the URL the user gave (masked), else the
+    target's servers."""
     url = endpoint.info.get("url")
-    if url:
-        return f"the server at {mask_url(str(url))}"
+    where = f" at {mask_url(str(url))}" if url else ""
     if endpoint.processes:
-        return ", ".join(f"{p.role} (pid {p.pid})" for p in endpoint.processes)
-    return f"{target}'s server"
+        return ", ".join(f"{p.role} (pid {p.pid})" for p in endpoint.processes) + where
+    return f"the server{where}" if where else f"{target}'s server"
