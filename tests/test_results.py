@@ -140,3 +140,39 @@ def test_the_schema_history_lists_every_version() -> None:
 
     assert [c.version for c in HISTORY] == list(range(1, SCHEMA_VERSION + 1))
     assert all(c.what and c.date for c in HISTORY)
+
+
+def test_no_field_of_the_format_changes_without_a_new_schema_version() -> None:
+    from msgbench.results.fingerprint import fingerprint
+    from msgbench.results.schema import HISTORY
+
+    assert HISTORY[-1].fields == fingerprint(), (
+        "a field of the result format changed without a schema version bump: add a HISTORY "
+        f"entry (fields={fingerprint()!r}) and an upgrade from version {SCHEMA_VERSION}")
+
+
+def test_the_fingerprint_sees_a_field_added_anywhere() -> None:
+    import dataclasses
+
+    from msgbench.accounting.counters import Counters
+    from msgbench.results.fingerprint import ROOTS, fingerprint
+    from msgbench.results.records import GroupRecord
+
+    # a counter added to Counters (held by the summary and by every subscriber record)
+    more = dataclasses.make_dataclass("Counters", [("sparks", int, 0)], bases=(Counters,),
+                                      frozen=True)
+    record = dataclasses.make_dataclass(
+        "SubscriberRecord", [("sub", int), ("counters", more, dataclasses.field(
+            default_factory=more))], frozen=True)
+    group = dataclasses.make_dataclass("GroupRecord", [("spread", float, 0.0)],
+                                       bases=(GroupRecord,), frozen=True)
+    assert len({fingerprint(), fingerprint((*ROOTS, record)), fingerprint((*ROOTS, group))}) == 3
+
+
+def test_version_3_files_read_as_version_4() -> None:
+    doc = sample_result().to_json()
+    doc["schema_version"] = 3
+    for key in ("errors", "injected_units", "injected_cpu_ns"):
+        doc["summary"].pop(key, None)
+    r = RunResult.from_json(doc)
+    assert r.schema_version == SCHEMA_VERSION == 4 and r.summary.counters.errors == 0

@@ -23,6 +23,8 @@ from msgbench.analysis.report import Row, cells
 from msgbench.results.model import ResultError, RunResult, load
 from msgbench.results.validate import validate_document, validate_fields
 
+DATA = Path(__file__).resolve().parent / "data"
+
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = sorted(p for p in (ROOT / "results" / "published").rglob("*.json")
                    if json.loads(p.read_text()).get("schema") == "msgbench.run")
@@ -244,3 +246,39 @@ def test_a_dataclass_field_may_be_written_flattened_into_its_parent() -> None:
     validate_fields(Outer, {"rate": 1.0, "inner": {"delivered": 5}})
     with pytest.raises(ResultError, match=r"outer\.delivered: expected a whole number"):
         validate_fields(Outer, {"rate": 1.0, "delivered": "lots"}, "outer")
+
+
+@pytest.mark.parametrize(("path", "value", "says"), [
+    (("subscribers", 0, "sub"), "first", "subscribers[0].sub"),
+    (("subscribers", 0, "delivered"), -3, "subscribers[0].delivered"),
+    (("groups", "g0", "jain"), "fair", "groups[g0].jain"),
+    (("groups", "g0", "shares"), None, "groups[g0].shares"),
+    (("legs", "task_service", "p99"), "slow", "legs[task_service].p99"),
+])
+def test_the_records_of_subscribers_groups_and_legs_are_checked(
+        path: tuple[Any, ...], value: Any, says: str) -> None:
+    doc = json.loads((DATA / "tasks-result.json").read_text())
+    *parents, last = path
+    node = doc
+    for p in parents:
+        node = node[p]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    with pytest.raises(ResultError, match=says.replace("[", r"\[").replace("]", r"\]")):
+        RunResult.from_json(doc)
+
+
+@pytest.mark.parametrize(("key", "value"), [("rate", "fast"), ("p99_ns", -1),
+                                            ("passed", "yes")])
+def test_a_capacity_document_is_checked_like_a_run_result(tmp_path: Path, key: str,
+                                                          value: Any) -> None:
+    from msgbench.results.capacity import load_capacity
+
+    doc = json.loads((DATA / "capacity-result.json").read_text())
+    doc["steps"][0][key] = value
+    bad = tmp_path / "capacity.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(ResultError, match=rf"steps\[0\]\.{key}"):
+        load_capacity(bad)

@@ -40,9 +40,10 @@ from msgbench.analysis.plot import (
     spectrum_axes,
 )
 from msgbench.analysis.rpc_report import LEG_NAMES, LEGS, loop_text
-from msgbench.analysis.task_report import QUEUE_WAIT, SERVICE, member_rows
+from msgbench.analysis.task_report import member_rows
 from msgbench.analysis.units import format_count
 from msgbench.results.model import RunResult
+from msgbench.results.records import QUEUE_WAIT, SERVICE
 
 MAX_DETAIL_RUNS = 16
 """Runs that get their own row of detail; more are named in the title as left out."""

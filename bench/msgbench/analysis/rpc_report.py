@@ -21,11 +21,12 @@ from msgbench.analysis.sections import Section, csv_cell, pct, spread, whole
 from msgbench.analysis.task_report import cut_limit, pattern_variant, status_text
 from msgbench.analysis.units import format_count
 from msgbench.results.model import RunResult
+from msgbench.results.records import RPC_LEGS, RPC_REPLY_LEG, RPC_REQUEST_LEG, RPC_SERVICE
 
-LEGS = ("rpc_request_leg", "rpc_service", "rpc_reply_leg")
-"""The legs of a round trip, in order, as ``legs`` / ``histograms`` name them."""
-LEG_NAMES = {"rpc_request_leg": "request leg", "rpc_service": "service",
-             "rpc_reply_leg": "reply leg"}
+LEGS = RPC_LEGS
+"""The legs of a round trip, in order (:data:`~msgbench.results.records.RPC_LEGS`)."""
+LEG_NAMES = {RPC_REQUEST_LEG: "request leg", RPC_SERVICE: "service",
+             RPC_REPLY_LEG: "reply leg"}
 OPEN_LOOP = "open-loop"
 
 

@@ -31,13 +31,7 @@ from msgbench.analysis.sections import (
 )
 from msgbench.analysis.units import format_count
 from msgbench.results.model import RunResult
-
-QUEUE_WAIT = "task_queue_wait"
-"""Submit (intended) -> a worker received it; ``legs`` / ``histograms`` key."""
-QUEUE_WAIT_UNCORRECTED = "task_queue_wait_uncorrected"
-"""Actual send -> received."""
-SERVICE = "task_service"
-"""The worker's time on the task."""
+from msgbench.results.records import QUEUE_WAIT, QUEUE_WAIT_UNCORRECTED, SERVICE
 
 
 def pattern_variant(cfg: dict[str, Any]) -> str:

@@ -8,9 +8,9 @@ from rich.console import Console
 from rich.table import Table
 
 from msgbench.analysis.rpc_report import LEG_NAMES, responder_shares
-from msgbench.analysis.task_report import QUEUE_WAIT, QUEUE_WAIT_UNCORRECTED, SERVICE
 from msgbench.analysis.units import format_count, format_ns
 from msgbench.results.model import RunResult, SecondStats
+from msgbench.results.records import QUEUE_WAIT, QUEUE_WAIT_UNCORRECTED, SERVICE
 
 _STATUS_STYLE = {"ok": "green", "degraded": "yellow", "failed": "red"}
 

@@ -138,6 +138,10 @@ class CapacityResult:
         if version != CAPACITY_VERSION:
             raise ResultError(f"capacity schema version {version!r} is not supported "
                               f"(this msgbench reads version {CAPACITY_VERSION})")
+        # the types and ranges of every field, as a run result's are checked
+        from msgbench.results.validate import validate_fields  # it imports model, not this
+
+        validate_fields(cls, data, "capacity")
         try:
             d = {k: v for k, v in data.items() if k in {f.name for f in fields(cls)}}
             d["criteria"] = Criteria(**_known(Criteria, d["criteria"]))

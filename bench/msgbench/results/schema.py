@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SCHEMA = "msgbench.run"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class ResultError(Exception):
@@ -29,6 +29,10 @@ class Change:
     version: int
     date: str
     what: str
+    fields: str = ""
+    """The fingerprint of the version's fields (:func:`msgbench.results.fingerprint.
+    fingerprint`), recorded from version 4 on: a test compares the current version's with
+    the code's, so no field changes without a new version."""
 
 
 HISTORY = (
@@ -47,6 +51,12 @@ HISTORY = (
            "and task_service; series queue_waiting / queue_unacked (null: the design cannot "
            "tell); groups idle_with_backlog_s (per member) and idle_with_backlog_total_s. "
            "Version 2 files read as they are (the new fields absent)."),
+    Change(4, "2026-12-07", "Counters errors, injected_units and injected_cpu_ns, which "
+           "version-3 files written after 2026-12-02 already carried, belong to this version; "
+           "the records of subscribers, groups and legs are declared "
+           "(msgbench.results.records) and checked when read; config.stall_timeout_s. "
+           "Version 3 files read as they are (absent counters are 0).",
+           fields="5be6e250a7380e89"),
 )
 
 
@@ -64,7 +74,13 @@ def _v2_to_v3(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(doc: dict[str, Any]) -> dict[str, Any]:
+    doc["schema_version"] = 4  # counters added (0 when absent) and records declared
+    return doc
+
+
+_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 """``_STEPS[v]`` turns a version ``v`` document into version ``v + 1``."""
 
 

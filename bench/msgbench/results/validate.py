@@ -20,6 +20,8 @@ checked here without a change. The rules:
   writers); a ``dict`` field shaped by :data:`SHAPES` is checked for the keys it has;
   a dataclass-typed field that is absent is looked for flattened into its parent
   (``Summary.to_json`` writes its ``Counters`` that way);
+* each element of ``subscribers``, ``groups`` and ``legs`` holds the fields of its record
+  (:data:`ELEMENTS`), the required ones at least;
 * ``status`` is one of the ``STATUS_*`` values; encoded histograms decode within bounds;
 * nesting deeper than :data:`MAX_DEPTH` is refused.
 """
@@ -36,6 +38,7 @@ from typing import Any
 from msgbench.accounting.histogram import Histogram, LatencySummary
 from msgbench.results import model
 from msgbench.results.model import ResultError, RunResult, SecondStats, Summary
+from msgbench.results.records import GroupRecord, SubscriberRecord
 from msgbench.workload.config import RunConfig
 
 MAX_DEPTH = 32
@@ -49,6 +52,13 @@ SHAPES: Mapping[tuple[type, str], type] = {
     (Summary, "publish_delay_ns"): LatencySummary,
 }
 """``dict`` fields whose keys are the fields of another dataclass (checked when present)."""
+ELEMENTS: Mapping[tuple[type, str], type] = {
+    (RunResult, "subscribers"): SubscriberRecord,
+    (RunResult, "groups"): GroupRecord,
+    (RunResult, "legs"): LatencySummary,
+}
+"""``list`` / ``dict`` fields each of whose elements holds the fields of a record
+(:mod:`msgbench.results.records`): its required ones, with their types."""
 SIGNED: frozenset[tuple[type, str]] = frozenset({(SecondStats, "gaps")})
 """``int`` fields that may be negative: a second's gaps is a change (a late arrival fills a
 gap that an earlier second counted)."""
@@ -111,6 +121,12 @@ def _dataclass(cls: type, value: Any, path: str, depth: int, require: bool) -> N
         if shape is not None:
             _dataclass(shape, item, where, depth + 1, require=shape is not RunConfig)
             _any(item, where, depth + 1)  # the keys it does not know: finite JSON at least
+        elif (cls, f.name) in ELEMENTS:
+            _check(hints[f.name], item, where, depth + 1)
+            record = ELEMENTS[(cls, f.name)]
+            keyed = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, element in keyed:
+                _dataclass(record, element, f"{where}[{key}]", depth + 2, require=True)
         elif (cls, f.name) in SIGNED:
             _check(hints[f.name], item, where, depth + 1, signed=True)
         else:

@@ -21,6 +21,7 @@ from msgbench.results.aggregate import Aggregator
 from msgbench.results.assemble import RunFacts, assemble
 from msgbench.results.costs import CostMeter
 from msgbench.results.model import RunResult, SecondStats
+from msgbench.results.records import ALL_LEGS
 from msgbench.run.blame import blame_server, interrupted, probe_failure
 from msgbench.run.control import (
     Done,
@@ -37,8 +38,6 @@ from msgbench.run.control import (
 from msgbench.run.kill import check_victims, kill_worker
 from msgbench.run.plan import WorkerPlan, plan_workers
 from msgbench.run.pool import POLL_S, RunAborted, WorkerHandle, WorkerPool
-from msgbench.run.replies import LEGS
-from msgbench.run.shared import TASK_HISTOGRAMS
 from msgbench.run.stall import StallWatch, server_named, stall_watch
 from msgbench.run.watch import ServerWatch
 from msgbench.workload.config import RunConfig
@@ -367,6 +366,6 @@ class Coordinator:
             reasons=tuple(self.reasons),
             target={"name": self.config.target, **dict(self.endpoint.info)},
             worker_kinds=kinds,
-            legs=(*LEGS, *TASK_HISTOGRAMS),
+            legs=ALL_LEGS,
         )
         return assemble(self.config, self.agg, self.meter, facts)

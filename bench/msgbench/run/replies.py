@@ -25,11 +25,10 @@ from array import array
 from collections.abc import Callable, Sequence
 
 from msgbench.accounting.counters import Counters
+from msgbench.results.records import RPC_LEGS
 from msgbench.run.sink import Buffers, SubscriberSink
 from msgbench.workload.envelope import HEADER, REPLY_EXT, REPLY_FLAG, REPLY_SIZE, Kind
 
-LEGS = ("rpc_request_leg", "rpc_service", "rpc_reply_leg")
-"""Names of the legs' histograms, in the result's ``histograms`` and ``legs``."""
 _MEASURE = int(Kind.MEASURE)
 
 
@@ -47,7 +46,7 @@ class ReplySink(SubscriberSink):
         self.replies = 0
         """Replies received, of any kind: the requester's in-flight count is sent - this."""
         self.answered = asyncio.Event()
-        self._legs: tuple[array[int], ...] = tuple(buffers.named(n) for n in LEGS)
+        self._legs: tuple[array[int], ...] = tuple(buffers.named(n) for n in RPC_LEGS)
 
     def deliver(self, payloads: Sequence[bytes], offset: int = 0) -> None:
         """Classify replies, then account them as a fan-out stream (see :class:`Sink`)."""

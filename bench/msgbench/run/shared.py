@@ -26,6 +26,7 @@ from msgbench.accounting.batch import VECTOR_MIN, headers
 from msgbench.accounting.counters import Counters
 from msgbench.accounting.ranges import ReceivedSet
 from msgbench.api.target import Sink
+from msgbench.results.records import QUEUE_WAIT, QUEUE_WAIT_UNCORRECTED, SERVICE
 from msgbench.run.sink import Buffers
 from msgbench.run.worktimer import WorkTimer
 from msgbench.workload.envelope import (
@@ -38,12 +39,6 @@ from msgbench.workload.envelope import (
     Kind,
 )
 from msgbench.workload.work import Work
-
-QUEUE_WAIT = "task_queue_wait"
-QUEUE_WAIT_RAW = "task_queue_wait_uncorrected"
-SERVICE = "task_service"
-TASK_HISTOGRAMS = (QUEUE_WAIT, QUEUE_WAIT_RAW, SERVICE)
-"""Names of the task histograms in the result's ``histograms`` and ``legs``."""
 
 _PROBE = int(Kind.PROBE)
 _MEASURE = int(Kind.MEASURE)
@@ -91,7 +86,7 @@ class GroupSink(Sink):
         self._rng = np.random.default_rng(sub_id)
         self._timer = WorkTimer()
         self._wait = buffers.named(QUEUE_WAIT)
-        self._wait_raw = buffers.named(QUEUE_WAIT_RAW)
+        self._wait_raw = buffers.named(QUEUE_WAIT_UNCORRECTED)
         self._service = buffers.named(SERVICE)
         self.busy_ns = 0
         """Time spent on tasks (their work) inside the measured window."""
