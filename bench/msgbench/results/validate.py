@@ -29,6 +29,7 @@ checked here without a change. The rules:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -95,7 +96,9 @@ def validate_fields(cls: type, data: Any, what: str = "result") -> None:
         raise ResultError("malformed result document: nested too deeply") from None
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    # resolved once per class: a file holds a record per subscriber, thousands at times
     return typing.get_type_hints(cls)
 
 
